@@ -1,0 +1,196 @@
+"""The one timer: sleep until the earliest fire time, take the due batch, dispatch, release.
+
+Each wake-up claims up to ``batch_size`` due schedules from the store, turns their due
+fire times into run records (misfire grace, catch-up, overlap), hands the whole batch
+back in one store write, and only then starts the runs the store accepted. The engine
+never awaits a run. While idle it sleeps on one timer, capped at ``max_sleep`` so a
+wall-clock step or a suspended machine is noticed within that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+
+from ._clock import Clock
+from ._runner import Plan, Runner
+from .events import Event, EventBus, EventType
+from .models import Catchup, RunRecord, RunState, Schedule
+from .stores.base import Claim, Release, Store
+
+logger = logging.getLogger("aiosched.engine")
+
+
+class Engine:
+    """Drives fires from the store to the runner.
+
+    Attributes:
+        wakeups: times the loop woke up (timer expiry or a wake-up call), for tests and metrics.
+        fires: fires dispatched (run records written) so far.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runner: Runner,
+        bus: EventBus,
+        clock: Clock,
+        batch_size: int = 1000,
+        max_sleep: float = 30.0,
+    ) -> None:
+        self._store = store
+        self._runner = runner
+        self._bus = bus
+        self._clock = clock
+        self._batch_size = batch_size
+        self._max_sleep = max_sleep
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._idle_waiters: list[asyncio.Future[None]] = []
+        self.wakeups = 0
+        self.fires = 0
+        clock.on_change(self.wakeup)
+        store.set_wakeup(self.wakeup)
+
+    def wakeup(self) -> None:
+        """Re-check the store now (a schedule changed, or the clock moved)."""
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Return once the engine has dispatched everything due by now and went back to sleep."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(waiter)
+        self.wakeup()
+        await waiter
+
+    def stop(self) -> None:
+        """Stop after the current batch; the run loop then returns."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self, ready: asyncio.Event) -> None:
+        """The engine loop; returns after :meth:`stop`."""
+        ready.set()
+        store = self._store
+        while not self._stopping:
+            self._wake.clear()
+            now = self._clock.now()
+            claims = await store.acquire_due(now, self._batch_size)
+            if claims:
+                await self._dispatch(claims, now)
+                await asyncio.sleep(0)  # let the runs just started take their first step
+                continue
+            next_time = await store.next_fire_time()
+            delay = self._max_sleep
+            if next_time is not None:
+                delay = min(delay, (next_time - self._clock.now()).total_seconds())
+            if delay <= 0 or self._stopping:
+                continue
+            if self._idle_waiters and not self._wake.is_set():
+                for waiter in self._idle_waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._idle_waiters.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self.wakeups += 1
+        for waiter in self._idle_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._idle_waiters.clear()
+
+    async def _dispatch(self, claims: list[Claim], now: datetime) -> None:
+        runner = self._runner
+        releases: list[Release] = []
+        records: list[RunRecord] = []
+        plans: list[Plan] = []
+        for claim in claims:
+            schedule = claim.schedule
+            first = claim.next_fire_time
+            assert first is not None
+            trigger = schedule.trigger
+            following = trigger.next_fire_time(first, now)
+            if following is not None and following <= now:
+                times, truncated, following = trigger.due_fire_times(first, now, schedule.policy.max_catchup)
+                if truncated:
+                    self._report_truncated(schedule, truncated)
+                runnable = self._decide(schedule, times, now, records)
+            else:
+                runnable = self._on_time(schedule, first, now, records)
+            releases.append(Release(claim, following))
+            if runnable:
+                plan = runner.admit(schedule, runnable, now)
+                plans.append(plan)
+                records += plan.records
+        try:
+            accepted = await self._store.release(releases, records)
+        except BaseException:
+            for plan in plans:
+                runner.forget(plan)
+            raise
+        self.fires += len(records)
+        all_accepted = len(accepted) == len(records)
+        accepted_ids = None if all_accepted else {id(r) for r in accepted}
+        for plan in plans:
+            if accepted_ids is not None and not any(id(r) in accepted_ids for r in plan.chain):
+                runner.forget(plan)
+                continue
+            runner.launch(plan, accepted_ids)
+        for record in accepted if all_accepted else records:
+            if record.state.is_final and (accepted_ids is None or id(record) in accepted_ids):
+                runner.report(record)
+
+    def _on_time(self, schedule: Schedule, fire_time: datetime, now: datetime, out: list[RunRecord]) -> list[datetime]:
+        """The common case: exactly one fire time is due."""
+        grace = schedule.policy.misfire_grace_time
+        if grace is not None and (now - fire_time).total_seconds() > grace:
+            late = (now - fire_time).total_seconds()
+            out.append(
+                self._runner.closed(schedule.id, fire_time, RunState.MISSED, now, f"{late:.3f}s late (grace {grace}s)")
+            )
+            return []
+        return [fire_time]
+
+    def _decide(self, schedule: Schedule, times: list[datetime], now: datetime, out: list[RunRecord]) -> list[datetime]:
+        """Several fire times are due at once: apply misfire grace, then the catch-up policy."""
+        policy = schedule.policy
+        grace = policy.misfire_grace_time
+        closed = self._runner.closed
+        runnable: list[datetime] = []
+        for t in times:
+            late = (now - t).total_seconds()
+            if grace is not None and late > grace:
+                out.append(closed(schedule.id, t, RunState.MISSED, now, f"{late:.3f}s late (grace {grace}s)"))
+            else:
+                runnable.append(t)
+        if len(runnable) <= 1:
+            return runnable
+        catchup = policy.catchup
+        if catchup is Catchup.ALL:
+            return runnable
+        if catchup is Catchup.SKIP:
+            out.extend(
+                closed(schedule.id, t, RunState.MISSED, now, "catch-up skipped (catchup: skip)") for t in runnable
+            )
+            return []
+        keep = runnable[-1] if catchup is Catchup.LATEST else runnable[0]
+        reason = f"coalesced into the run of {keep.isoformat()} (catchup: {catchup.value})"
+        out.extend(closed(schedule.id, t, RunState.SKIPPED, now, reason) for t in runnable if t is not keep)
+        return [keep]
+
+    def _report_truncated(self, schedule: Schedule, truncated: int) -> None:
+        logger.warning(
+            "schedule %s: %d more fire times were due than max_catchup=%d; they were counted, not enumerated",
+            schedule.id,
+            truncated,
+            schedule.policy.max_catchup,
+        )
+        if self._bus.wants(EventType.CATCHUP_TRUNCATED):
+            self._bus.emit(
+                Event(type=EventType.CATCHUP_TRUNCATED, schedule_id=schedule.id, detail={"truncated": truncated})
+            )

@@ -1,0 +1,499 @@
+"""One run to its final record: slot, lateness, executor call, timeout, retries, hooks.
+
+The engine decides *that* a fire runs; the runner decides whether a slot is free
+(``max_instances`` and the ``overlap`` policy), starts each admitted run as its own
+task, and turns everything a task can do (return, raise, time out, be cancelled) into
+a run state. Nothing a task does escapes the runner except cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import functools
+import inspect
+import logging
+import random
+import threading
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import anyio.to_thread
+
+from ._clock import Clock
+from .events import Event, EventBus, EventType
+from .exceptions import SkipRun
+from .executors import Executor, is_async_callable
+from .loader import callable_name
+from .models import Overlap, RunRecord, RunState, Schedule
+from .stores.base import Store
+from .task import BaseTask, _stop_flag, is_task_class
+
+logger = logging.getLogger("aiosched.runs")
+
+RESULT_LIMIT = 500
+STATE_EVENTS = {
+    RunState.SUCCEEDED: EventType.EXECUTED,
+    RunState.FAILED: EventType.ERROR,
+    RunState.TIMED_OUT: EventType.ERROR,
+    RunState.CANCELLED: EventType.CANCELLED,
+    RunState.SKIPPED: EventType.SKIPPED,
+    RunState.MISSED: EventType.MISSED,
+    RunState.ABANDONED: EventType.ABANDONED,
+}
+_DEFAULT_HOOKS = {name: getattr(BaseTask, name) for name in ("on_success", "on_failure", "on_retry", "cleanup")}
+
+
+class Plan:
+    """What the runner decided for the due fires of one schedule (see :meth:`Runner.admit`).
+
+    ``records`` are all to be written; ``chain`` are those that will run, in order:
+    started at once when ``starts``, or one queued behind the running one when ``buffered``.
+    """
+
+    __slots__ = ("accepted", "buffered", "chain", "records", "schedule", "starts")
+
+    def __init__(self, schedule: Schedule, records: list[RunRecord], chain: list[RunRecord], *, starts: bool) -> None:
+        self.schedule = schedule
+        self.records = records
+        self.chain = chain
+        self.starts = starts
+        self.buffered = bool(chain) and not starts
+        self.accepted = False  # set by launch(): the store holds the records
+
+
+class RecordWriter:
+    """Batches run-record writes: one ``update_runs`` per burst of finished runs."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._pending: list[RunRecord] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, record: RunRecord) -> None:
+        self._pending.append(record)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let the rest of this burst join the batch
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await self._store.update_runs(batch)
+                except Exception:
+                    logger.exception("could not write %d run records; keeping them for the next write", len(batch))
+                    self._pending[:0] = batch
+                    await asyncio.sleep(1.0)
+        finally:
+            self._task = None
+
+    async def drain(self) -> None:
+        """Wait until every record handed in so far is written (or the store gave up)."""
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+
+class Runner:
+    """Admits fires against their schedule's limits and runs them to a final record."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        executors: Mapping[str, Executor],
+        bus: EventBus,
+        clock: Clock,
+        node_id: str,
+    ) -> None:
+        self._store = store
+        self._executors = executors
+        self._bus = bus
+        self._clock = clock
+        self._node = node_id
+        self._active: dict[str, set[asyncio.Task[None]]] = {}
+        self._reserved: dict[str, int] = {}
+        self._buffered: dict[str, Plan] = {}
+        self._cancel_reasons: dict[asyncio.Task[None], str] = {}
+        self._sync_noted: set[str] = set()
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self.writer = RecordWriter(store)
+        self.stop_flag = threading.Event()
+
+    # -- admission ---------------------------------------------------------------
+
+    def running_count(self, schedule_id: str) -> int:
+        """Runs of this schedule in flight on this node (including retries and queued chains)."""
+        return len(self._active.get(schedule_id, ()))
+
+    def admit(self, schedule: Schedule, fire_times: Sequence[datetime], now: datetime, *, manual: bool = False) -> Plan:
+        """Decide what the fires of one schedule become; reserves a slot for a start.
+
+        The caller writes ``plan.records`` to the store and then calls :meth:`launch`
+        with the records the store accepted (or :meth:`forget` if none).
+        """
+        sid = schedule.id
+        policy = schedule.policy
+        busy = len(self._active.get(sid, ())) + self._reserved.get(sid, 0)
+        node = self._node
+        first, rest = fire_times[0], fire_times[1:]
+        if busy < policy.max_instances or policy.overlap is Overlap.CANCEL_OTHER:
+            self._reserved[sid] = self._reserved.get(sid, 0) + 1
+            records = [RunRecord(schedule_id=sid, fire_time=first, state=RunState.RUNNING, node=node, manual=manual)]
+            records += [RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node) for t in rest]
+            return Plan(schedule, records, records, starts=True)
+        records = []
+        chain = []
+        buffer = policy.overlap is Overlap.BUFFER_ONE and sid not in self._buffered
+        reason = "buffer full" if policy.overlap is Overlap.BUFFER_ONE else "max_instances reached"
+        for t in fire_times:
+            if buffer:
+                queued = RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node, manual=manual)
+                records.append(queued)
+                chain.append(queued)
+                buffer = False
+            else:
+                records.append(self.closed(sid, t, RunState.SKIPPED, now, f"{reason} ({policy.max_instances} running)"))
+        plan = Plan(schedule, records, chain, starts=False)
+        if plan.buffered:
+            self._buffered[sid] = plan
+        return plan
+
+    def closed(self, sid: str, fire_time: datetime, state: RunState, now: datetime, reason: str) -> RunRecord:
+        """A record for a fire that ends without running (missed, skipped)."""
+        return RunRecord(
+            schedule_id=sid,
+            fire_time=fire_time,
+            state=state,
+            reason=reason,
+            lateness=(now - fire_time).total_seconds(),
+            ended_at=now,
+            node=self._node,
+        )
+
+    def forget(self, plan: Plan) -> None:
+        """Undo :meth:`admit` for a plan the store refused."""
+        sid = plan.schedule.id
+        if plan.starts:
+            self._unreserve(sid)
+        if self._buffered.get(sid) is plan:
+            del self._buffered[sid]
+
+    def _unreserve(self, sid: str) -> None:
+        left = self._reserved.get(sid, 0) - 1
+        if left > 0:
+            self._reserved[sid] = left
+        else:
+            self._reserved.pop(sid, None)
+
+    def launch(self, plan: Plan, accepted: set[int] | None = None) -> asyncio.Task[None] | None:
+        """Start an admitted plan once the store holds its records.
+
+        ``accepted`` holds the ``id()`` of the records the store took (None: all of them).
+        A buffered plan starts now if its slot freed meanwhile, else when it frees.
+        """
+        plan.accepted = True
+        sid = plan.schedule.id
+        chain = plan.chain if accepted is None else [r for r in plan.chain if id(r) in accepted]
+        if plan.starts:
+            self._unreserve(sid)
+        elif self._buffered.get(sid) is plan and self._has_room(plan.schedule):
+            del self._buffered[sid]
+        else:
+            return None
+        if not chain:
+            return None
+        return self._start(plan.schedule, chain, cancel_others=plan.schedule.policy.overlap is Overlap.CANCEL_OTHER)
+
+    def _has_room(self, schedule: Schedule) -> bool:
+        busy = len(self._active.get(schedule.id, ())) + self._reserved.get(schedule.id, 0)
+        return busy < schedule.policy.max_instances
+
+    def _start(self, schedule: Schedule, chain: list[RunRecord], *, cancel_others: bool) -> asyncio.Task[None]:
+        sid = schedule.id
+        task = asyncio.get_running_loop().create_task(self._run_chain(schedule, chain, cancel_others))
+        active = self._active.get(sid)
+        if active is None:
+            active = self._active[sid] = set()
+        active.add(task)
+        task.add_done_callback(functools.partial(self._done, sid))
+        return task
+
+    def _done(self, sid: str, task: asyncio.Task[None]) -> None:
+        self._cancel_reasons.pop(task, None)
+        active = self._active.get(sid)
+        if active is not None:
+            active.discard(task)
+            if not active:
+                del self._active[sid]
+        plan = self._buffered.get(sid)
+        if plan is None or not plan.accepted or not self._has_room(plan.schedule):
+            return
+        del self._buffered[sid]
+        if self.stop_flag.is_set():
+            for record in plan.chain:
+                self._finish(record, RunState.CANCELLED, reason="scheduler shut down before it started")
+        else:
+            self._start(plan.schedule, plan.chain, cancel_others=False)
+
+    async def wait_final(self, record: RunRecord) -> None:
+        """Return once ``record`` (admitted by this runner) reaches a final state."""
+        if record.state.is_final:
+            return
+        waiter = self._waiters.get(id(record))
+        if waiter is None:
+            waiter = self._waiters[id(record)] = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)
+
+    # -- cancellation and shutdown -------------------------------------------------
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return [task for tasks in self._active.values() for task in tasks]
+
+    async def cancel(self, schedule_id: str, reason: str, *, keep: asyncio.Task[Any] | None = None) -> int:
+        """Cancel the in-flight runs of a schedule and wait until they are recorded."""
+        victims = [t for t in self._active.get(schedule_id, ()) if t is not keep and not t.done()]
+        for task in victims:
+            self._cancel_reasons[task] = reason
+            task.cancel()
+        if victims:
+            await asyncio.wait(victims)
+        return len(victims)
+
+    async def shutdown(self, *, wait: bool, grace: float | None) -> None:
+        """Raise the stop flag, let runs finish (up to ``grace``), cancel the rest, flush records."""
+        self.stop_flag.set()
+        for plan in list(self._buffered.values()):
+            for record in plan.chain:
+                self._finish(record, RunState.CANCELLED, reason="scheduler shut down before it started")
+        self._buffered.clear()
+        tasks = self.tasks()
+        if wait and tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        leftover = [t for t in self.tasks() if not t.done()]
+        for task in leftover:
+            self._cancel_reasons[task] = "scheduler shut down before the run finished"
+            task.cancel()
+        if leftover:
+            await asyncio.wait(leftover)
+        await self.writer.drain()
+
+    # -- one chain, one run --------------------------------------------------------
+
+    async def _run_chain(self, schedule: Schedule, chain: list[RunRecord], cancel_others: bool) -> None:
+        token = _stop_flag.set(self.stop_flag)
+        try:
+            if cancel_others:
+                await self.cancel(schedule.id, "cancelled by a newer fire (overlap: cancel_other)", keep=_current())
+            for record in chain:
+                if self.stop_flag.is_set():
+                    self._finish(record, RunState.CANCELLED, reason="scheduler shut down before it started")
+                    continue
+                await self._run(schedule, record)
+        except asyncio.CancelledError:
+            reason = self._cancel_reasons.get(_current(), "cancelled")
+            for record in chain:
+                if not record.state.is_final:
+                    self._finish(record, RunState.CANCELLED, reason=reason)
+            raise
+        finally:
+            _stop_flag.reset(token)
+
+    async def _run(self, schedule: Schedule, record: RunRecord) -> None:
+        policy = schedule.policy
+        if policy.jitter:
+            await asyncio.sleep(random.uniform(0, policy.jitter))
+        now = self._clock.now()
+        lateness = (now - record.fire_time).total_seconds()
+        grace = policy.misfire_grace_time
+        if grace is not None and lateness > grace and not record.manual:
+            self._finish(record, RunState.MISSED, reason=f"started {lateness:.3f}s late (grace {grace}s)")
+            return
+        record.state = RunState.RUNNING
+        record.started_at = now
+        record.lateness = lateness
+        func = schedule.func
+        assert func is not None, "schedules reach the runner resolved"
+        instance: BaseTask | None = func() if is_task_class(func) else None
+        call: Callable[..., Any] = instance.execute if instance is not None else func
+        if logger.isEnabledFor(logging.INFO):
+            logger.info("run start: %s fire=%s attempt=1", schedule.id, record.fire_time.isoformat())
+        self._emit(EventType.SUBMITTED, record)
+        try:
+            await self._attempts(schedule, record, instance, call)
+        finally:
+            if instance is not None:
+                await self._hook(instance, "cleanup")
+
+    async def _attempts(
+        self, schedule: Schedule, record: RunRecord, instance: BaseTask | None, call: Callable[..., Any]
+    ) -> None:
+        policy = schedule.policy
+        retry = policy.retry
+        executor = self._executor_for(schedule, call)
+        if instance is not None and not await self._validate(schedule, record, instance):
+            return
+        while True:
+            record.attempt += 1
+            started = self._clock.monotonic()
+            try:
+                result = await executor.call(
+                    call, schedule.args, schedule.kwargs, timeout=policy.timeout, task_ref=schedule.task_ref
+                )
+            except SkipRun as exc:
+                self._finish(record, RunState.SKIPPED, reason=str(exc) or "skipped by the task")
+                return
+            except Exception as exc:
+                timed_out = (
+                    isinstance(exc, TimeoutError)
+                    and policy.timeout is not None
+                    and self._clock.monotonic() - started >= policy.timeout * 0.99
+                )
+                if retry.should_retry(exc, record.attempt) and not self.stop_flag.is_set():
+                    await self._retry(schedule, record, instance, exc)
+                    continue
+                if instance is not None:
+                    await self._hook(instance, "on_failure", exc)
+                if timed_out:
+                    self._finish(record, RunState.TIMED_OUT, error=f"TimeoutError: no result after {policy.timeout}s")
+                else:
+                    self._finish(record, RunState.FAILED, error=_error_text(exc), tb=_traceback_text(exc))
+                return
+            if instance is not None:
+                await self._hook(instance, "on_success", result)
+            self._finish(record, RunState.SUCCEEDED, result=result)
+            return
+
+    async def _validate(self, schedule: Schedule, record: RunRecord, instance: BaseTask) -> bool:
+        try:
+            valid = await _call_maybe_async(instance.validate_params, **schedule.kwargs)
+        except Exception as exc:
+            self._finish(record, RunState.FAILED, error=f"invalid params: {_error_text(exc)}", tb=_traceback_text(exc))
+            return False
+        if valid is False:
+            self._finish(record, RunState.FAILED, error="invalid params: validate_params() returned False")
+            return False
+        return True
+
+    async def _retry(self, schedule: Schedule, record: RunRecord, instance: BaseTask | None, exc: Exception) -> None:
+        retry = schedule.policy.retry
+        delay = retry.delay(record.attempt)
+        record.error = _error_text(exc)
+        logger.warning(
+            "run retry: %s fire=%s attempt=%d/%d failed (%s); next in %.2fs",
+            schedule.id,
+            record.fire_time.isoformat(),
+            record.attempt,
+            retry.max_attempts,
+            record.error,
+            delay,
+        )
+        self._emit(EventType.RETRY, record, {"attempt": record.attempt, "delay": delay, "error": record.error})
+        if instance is not None:
+            await self._hook(instance, "on_retry", record.attempt + 1, retry.max_attempts)
+        await asyncio.sleep(delay)
+
+    def _executor_for(self, schedule: Schedule, call: Callable[..., Any]) -> Executor:
+        executor = self._executors[schedule.policy.executor]
+        if executor.kind == "async" and not is_async_callable(call):
+            if schedule.id not in self._sync_noted:
+                self._sync_noted.add(schedule.id)
+                logger.info(
+                    "schedule %s: %s is not async, so it runs on the thread pool", schedule.id, callable_name(call)
+                )
+            executor = self._executors["threadpool"]
+        return executor
+
+    async def _hook(self, instance: BaseTask, name: str, *args: Any) -> None:
+        hook = getattr(instance, name)
+        try:
+            if getattr(type(instance), name) is _DEFAULT_HOOKS[name]:
+                hook(*args)  # the built-in hooks only log: no thread hop needed
+            else:
+                await _call_maybe_async(hook, *args)
+        except Exception:
+            logger.exception("hook %s.%s failed (the run's outcome stands)", instance.task_name, name)
+
+    # -- final records ---------------------------------------------------------------
+
+    def _finish(
+        self,
+        record: RunRecord,
+        state: RunState,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        tb: str | None = None,
+        result: Any = None,
+    ) -> None:
+        record.state = state
+        record.ended_at = self._clock.now()
+        if reason is not None:
+            record.reason = reason
+        if error is not None:
+            record.error = error
+            record.traceback = tb
+        if result is not None:
+            text = repr(result)
+            record.result = text if len(text) <= RESULT_LIMIT else text[: RESULT_LIMIT - 3] + "..."
+        self.writer.put(record)
+        if self._waiters:
+            waiter = self._waiters.pop(id(record), None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        self.report(record)
+
+    def report(self, record: RunRecord) -> None:
+        """Log and emit the final state of a record."""
+        state = record.state
+        if state is RunState.SUCCEEDED:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(
+                    "run end: %s fire=%s attempt=%d duration=%.3fs state=succeeded",
+                    record.schedule_id,
+                    record.fire_time.isoformat(),
+                    record.attempt,
+                    record.duration or 0.0,
+                )
+        else:
+            level = logging.ERROR if state in (RunState.FAILED, RunState.TIMED_OUT) else logging.WARNING
+            logger.log(
+                level,
+                "run end: %s fire=%s attempt=%d duration=%.3fs state=%s %s",
+                record.schedule_id,
+                record.fire_time.isoformat(),
+                record.attempt,
+                record.duration or 0.0,
+                state.value,
+                record.error or record.reason or "",
+            )
+        self._emit(STATE_EVENTS[state], record)
+
+    def _emit(self, kind: EventType, record: RunRecord, detail: dict[str, Any] | None = None) -> None:
+        if self._bus.wants(kind):
+            self._bus.emit(Event(type=kind, schedule_id=record.schedule_id, run=copy.copy(record), detail=detail))
+
+
+def _current() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None
+    return task
+
+
+async def _call_maybe_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Await an async callable; run a plain one on a worker thread (it may block)."""
+    if inspect.iscoroutinefunction(func):
+        return await func(*args, **kwargs)
+    return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+
+
+def _error_text(exc: BaseException) -> str:
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))[-20_000:]

@@ -1,0 +1,422 @@
+"""The Scheduler: the public coroutines, start/shutdown, and the wiring of the parts."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
+from datetime import datetime, tzinfo
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
+
+from ._clock import Clock, SystemClock
+from ._engine import Engine
+from ._runner import Runner
+from .events import Event, EventBus, EventType, Listener
+from .exceptions import ScheduleError, SchedulerNotRunning
+from .executors import Executor, build_executors
+from .loader import callable_name, reference_of, resolve
+from .models import DEFAULT_POLICY, POLICY_OPTIONS, Policy, RunRecord, RunState, Schedule, apply_options
+from .stores import Store, open_store
+from .task import is_task_class
+from .triggers import Trigger, build_trigger, wrap_trigger
+
+logger = logging.getLogger("aiosched")
+
+_SCHEDULE_FIELDS = frozenset({"func", "name", "args", "kwargs"})
+
+
+def _local_zone() -> str:
+    try:
+        import tzlocal
+
+        return str(tzlocal.get_localzone_name() or "UTC")
+    except Exception:  # tzlocal cannot tell (minimal containers): UTC is the safe answer
+        return "UTC"
+
+
+class Scheduler:
+    """An asyncio job scheduler.
+
+    Use it as ``async with Scheduler(...) as scheduler:`` (started on entry, shut down on
+    exit), or call :meth:`start` and :meth:`shutdown` yourself. Schedules can be added,
+    changed and removed before or after start.
+
+    Args:
+        timezone: default zone for triggers (an IANA name); the machine's zone if omitted.
+        job_defaults: policy options applied where a schedule is silent
+            (e.g. ``{"max_instances": 3, "misfire_grace_time": 30}``).
+        store: a Store, or a URL (``memory://``). Memory by default.
+        executors: pool sizes ``{"async_limit": 100, "default_threads": 20, "process_pool": 5}``
+            and/or Executor objects by name.
+        clock: where "now" comes from (tests inject a fake clock).
+        node_id: this process's name in run records and logs (host-pid by default).
+        batch_size: due schedules taken per wake-up.
+        max_sleep: the longest the engine sleeps without re-reading the wall clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        timezone: str | tzinfo | None = None,
+        job_defaults: Mapping[str, Any] | None = None,
+        store: Store | str | None = None,
+        executors: Mapping[str, Any] | None = None,
+        clock: Clock | None = None,
+        node_id: str | None = None,
+        batch_size: int = 1000,
+        max_sleep: float = 30.0,
+    ) -> None:
+        self.timezone = timezone or _local_zone()
+        build_trigger("interval", {"seconds": 1}, timezone=self.timezone)  # refuses a bad zone now
+        self.job_defaults = apply_options(DEFAULT_POLICY, job_defaults or {})
+        self.store = open_store(store)
+        self.executors = _executors(executors or {})
+        self.clock: Clock = clock or SystemClock()
+        self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.events = EventBus()
+        self._runner = Runner(
+            store=self.store, executors=self.executors, bus=self.events, clock=self.clock, node_id=self.node_id
+        )
+        self._engine = Engine(
+            store=self.store,
+            runner=self._runner,
+            bus=self.events,
+            clock=self.clock,
+            batch_size=batch_size,
+            max_sleep=max_sleep,
+        )
+        self._store_open = False
+        self._engine_task: asyncio.Task[None] | None = None
+
+    # -- life cycle --------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether the engine is firing schedules."""
+        return self._engine_task is not None and not self._engine_task.done()
+
+    @property
+    def engine(self) -> Engine:
+        """The firing engine (its counters are useful in tests and metrics)."""
+        return self._engine
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown(wait=exc_type is None)
+
+    async def _open(self) -> None:
+        if not self._store_open:
+            await self.store.start(node_id=self.node_id)
+            self._store_open = True
+
+    async def start(self) -> None:
+        """Open the store and start firing; returns once the engine is running.
+
+        Raises StoreError if the store cannot be opened (nothing is started then).
+        """
+        if self.running:
+            return
+        await self._open()
+        self._runner.stop_flag.clear()
+        ready = asyncio.Event()
+        self._engine_task = asyncio.get_running_loop().create_task(self._engine.run(ready), name="aiosched-engine")
+        await ready.wait()
+        logger.info("scheduler started (node %s, store %s, zone %s)", self.node_id, self.store.name, self.timezone)
+        self.events.emit(Event(type=EventType.STARTED))
+
+    async def shutdown(self, wait: bool = True, grace: float | None = None) -> None:
+        """Stop firing, then finish or cancel the runs in flight, then close the store.
+
+        Args:
+            wait: let running runs finish (up to ``grace``); False cancels them at once.
+            grace: seconds to wait for running runs; ``None`` waits as long as they take.
+                Runs still going after it are cancelled (process runs killed, thread runs
+                abandoned) and recorded as ``cancelled``. Tasks see ``should_stop()`` turn
+                true as soon as shutdown begins.
+        """
+        task = self._engine_task
+        if task is not None:
+            self._engine.stop()
+            await task
+            self._engine_task = None
+        await self._runner.shutdown(wait=wait, grace=grace if wait else 0)
+        for executor in {id(e): e for e in self.executors.values()}.values():
+            await executor.shutdown()
+        if task is not None:
+            logger.info("scheduler shut down")
+            self.events.emit(Event(type=EventType.SHUTDOWN))
+        await self.events.drain()
+        if self._store_open:
+            await self.store.close()
+            self._store_open = False
+
+    # -- listeners ---------------------------------------------------------------
+
+    def add_listener(self, listener: Listener, types: Collection[EventType | str] | None = None) -> None:
+        """Call ``listener(event)`` for events of ``types`` (every type when None)."""
+        self.events.subscribe(listener, types)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self.events.unsubscribe(listener)
+
+    # -- schedules ---------------------------------------------------------------
+
+    async def add_job(
+        self,
+        func: Callable[..., Any] | str,
+        trigger: str | Trigger | object | None = None,
+        *,
+        id: str | None = None,
+        name: str | None = None,
+        args: tuple[Any, ...] | list[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        replace_existing: bool = False,
+        paused: bool = False,
+        source: str = "runtime",
+        **options: Any,
+    ) -> Schedule:
+        """Add a schedule and return it.
+
+        Args:
+            func: an ``async def`` or plain function, a BaseTask subclass, a partial, a bound
+                method, or a ``"package.module:function"`` reference.
+            trigger: ``"interval"``, ``"cron"``, ``"date"``, ``"calendarinterval"``, ``"and"``,
+                ``"or"`` (its arguments as keywords), a Trigger, or an APScheduler trigger.
+                None runs once, now.
+            id: unique id (a random one if omitted).
+            replace_existing: replace a schedule with the same id instead of raising
+                ConflictingIdError.
+            **options: policy options (``executor``, ``max_instances``, ``overlap``,
+                ``coalesce``, ``catchup``, ``max_catchup``, ``misfire_grace_time``,
+                ``timeout``, ``jitter``, ``recover``, ``max_attempts``, ``retry_delay``,
+                ``backoff``, ``max_delay``, ``retry_jitter``, ``retry_on``); every other
+                keyword is a trigger argument (``seconds=30``, ``hour=9``, ``timezone=...``).
+
+        Raises:
+            TriggerError, ScheduleError: bad trigger, task or option (nothing is stored).
+            ConflictingIdError: the id exists and ``replace_existing`` is false.
+        """
+        schedule_id = id or uuid.uuid4().hex
+        policy_options = {k: v for k, v in options.items() if k in POLICY_OPTIONS}
+        trigger_args = {k: v for k, v in options.items() if k not in POLICY_OPTIONS}
+        resolved, ref = self._resolve_task(func, schedule_id)
+        built = self._build_trigger(trigger, trigger_args, schedule_id)
+        policy = apply_options(self.job_defaults, policy_options, schedule_id=schedule_id)
+        self._check_policy(policy, resolved, ref, schedule_id)
+        schedule = Schedule(
+            id=schedule_id,
+            name=name or schedule_id,
+            func=resolved,
+            task_ref=ref,
+            trigger=built,
+            args=tuple(args),
+            kwargs=MappingProxyType(dict(kwargs or {})),
+            policy=policy,
+            paused=paused,
+            next_fire_time=built.next_fire_time(None, self.clock.now()),
+            source=source,
+        )
+        await self._open()
+        stored = await self.store.add_schedule(schedule, replace_existing=replace_existing)
+        self._changed(EventType.ADDED, schedule_id)
+        return stored
+
+    async def modify_job(self, id: str, **changes: Any) -> Schedule:
+        """Change a schedule's ``func``, ``name``, ``args``, ``kwargs``, ``next_fire_time`` or policy options.
+
+        Raises ScheduleNotFound, or ScheduleError for a bad change (nothing changes then).
+        Use :meth:`reschedule_job` to change the trigger.
+        """
+        schedule = await self.get_job(id)
+        policy_changes = {k: v for k, v in changes.items() if k in POLICY_OPTIONS}
+        unknown = set(changes) - POLICY_OPTIONS - _SCHEDULE_FIELDS - {"next_fire_time"}
+        if unknown:
+            raise ScheduleError(f"cannot modify {', '.join(sorted(unknown))}", schedule_id=id)
+        fields: dict[str, Any] = {}
+        if "func" in changes:
+            fields["func"], fields["task_ref"] = self._resolve_task(changes["func"], id)
+        if "name" in changes:
+            fields["name"] = str(changes["name"])
+        if "args" in changes:
+            fields["args"] = tuple(changes["args"])
+        if "kwargs" in changes:
+            fields["kwargs"] = MappingProxyType(dict(changes["kwargs"]))
+        if "next_fire_time" in changes:
+            fields["next_fire_time"] = changes["next_fire_time"]
+        policy = apply_options(schedule.policy, policy_changes, schedule_id=id)
+        self._check_policy(policy, fields.get("func", schedule.func), fields.get("task_ref", schedule.task_ref), id)
+        stored = await self.store.update_schedule(replace(schedule, policy=policy, **fields))
+        self._changed(EventType.MODIFIED, id)
+        return stored
+
+    async def reschedule_job(self, id: str, trigger: str | Trigger | object, **trigger_args: Any) -> Schedule:
+        """Give a schedule a new trigger; its next fire time is computed from now."""
+        schedule = await self.get_job(id)
+        built = self._build_trigger(trigger, trigger_args, id)
+        changed = replace(schedule, trigger=built, next_fire_time=built.next_fire_time(None, self.clock.now()))
+        stored = await self.store.update_schedule(changed)
+        self._changed(EventType.MODIFIED, id)
+        return stored
+
+    async def remove_job(self, id: str) -> None:
+        """Remove a schedule (its run history stays; runs in flight finish). Raises ScheduleNotFound."""
+        await self._open()
+        await self.store.remove_schedule(id)
+        self._changed(EventType.REMOVED, id)
+
+    async def pause_job(self, id: str) -> Schedule:
+        """Stop a schedule from firing until resumed (runs in flight go on)."""
+        schedule = await self.get_job(id)
+        stored = await self.store.update_schedule(replace(schedule, paused=True))
+        self._changed(EventType.PAUSED, id)
+        return stored
+
+    async def resume_job(self, id: str) -> Schedule:
+        """Let a paused schedule fire again from its next fire time after now.
+
+        Fire times that passed while it was paused are not caught up.
+        """
+        schedule = await self.get_job(id)
+        nxt = schedule.trigger.next_fire_time(None, self.clock.now())
+        stored = await self.store.update_schedule(replace(schedule, paused=False, next_fire_time=nxt))
+        self._changed(EventType.RESUMED, id)
+        return stored
+
+    async def get_job(self, id: str) -> Schedule:
+        """One schedule. Raises ScheduleNotFound."""
+        await self._open()
+        return await self.store.get_schedule(id)
+
+    async def get_jobs(self) -> list[Schedule]:
+        """Every schedule, soonest next fire time first."""
+        await self._open()
+        return await self.store.get_schedules()
+
+    async def next_fire_times(self, id: str, n: int = 5) -> list[datetime]:
+        """The schedule's next ``n`` fire times from now (a preview; nothing changes)."""
+        schedule = await self.get_job(id)
+        return schedule.trigger.preview(n, start=self.clock.now())
+
+    # -- runs --------------------------------------------------------------------
+
+    async def run_job(self, id: str, *, wait: bool = False) -> RunRecord:
+        """Run a schedule now, outside its trigger, under its usual limits and retries.
+
+        Returns the run record (``skipped`` if ``max_instances`` is reached and the
+        overlap policy says so). With ``wait=True`` it returns once the run has ended.
+        """
+        if not self.running:
+            raise SchedulerNotRunning("run_job needs a running scheduler (call start() first)")
+        schedule = await self.get_job(id)
+        now = self.clock.now()
+        plan = self._runner.admit(schedule, [now], now, manual=True)
+        record = plan.records[0]
+        if not await self.store.add_run(record):
+            self._runner.forget(plan)
+            raise ScheduleError("a run for this instant exists already; try again", schedule_id=id)
+        self._runner.launch(plan)
+        if record.state.is_final:
+            self._runner.report(record)
+        elif wait:
+            await self._runner.wait_final(record)
+        return record
+
+    async def cancel_job_run(self, id: str) -> int:
+        """Cancel the schedule's runs in flight; returns how many (they end ``cancelled``)."""
+        await self.get_job(id)
+        return await self._runner.cancel(id, "cancelled on request")
+
+    def running_count(self, id: str) -> int:
+        """Runs of this schedule in flight in this process."""
+        return self._runner.running_count(id)
+
+    async def get_runs(
+        self,
+        *,
+        schedule_id: str | None = None,
+        states: Collection[RunState | str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Run history, newest first (see Store.get_runs)."""
+        await self._open()
+        wanted = None if states is None else {RunState(s) for s in states}
+        return await self.store.get_runs(
+            schedule_id=schedule_id, states=wanted, since=since, until=until, limit=limit, offset=offset
+        )
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _changed(self, kind: EventType, schedule_id: str) -> None:
+        self._engine.wakeup()
+        if self.events.wants(kind):
+            self.events.emit(Event(type=kind, schedule_id=schedule_id))
+
+    def _resolve_task(self, func: Any, schedule_id: str) -> tuple[Callable[..., Any], str | None]:
+        if isinstance(func, str):
+            target = resolve(func, schedule_id=schedule_id)
+            if not callable(target):
+                raise ScheduleError(f"{func!r} is not callable", field="func", schedule_id=schedule_id)
+            return target, func
+        if not callable(func):
+            raise ScheduleError(f"the task must be callable, got {type(func).__name__}", field="func",
+                                schedule_id=schedule_id)  # fmt: skip
+        return func, reference_of(func)
+
+    def _build_trigger(self, trigger: Any, args: dict[str, Any], schedule_id: str) -> Trigger:
+        now = self.clock.now()
+        if trigger is None:
+            return build_trigger("date", args, timezone=self.timezone, schedule_id=schedule_id, now=now)
+        if isinstance(trigger, str):
+            return build_trigger(trigger, args, timezone=self.timezone, schedule_id=schedule_id, now=now)
+        if args:
+            raise ScheduleError(f"unknown option(s) {', '.join(sorted(args))}", schedule_id=schedule_id)
+        return wrap_trigger(trigger, schedule_id=schedule_id)
+
+    def _check_policy(self, policy: Policy, func: Any, ref: str | None, schedule_id: str) -> None:
+        executor = self.executors.get(policy.executor)
+        if executor is None:
+            known = ", ".join(sorted(self.executors))
+            raise ScheduleError(f"unknown executor {policy.executor!r} (known: {known})", field="executor",
+                                schedule_id=schedule_id)  # fmt: skip
+        if executor.kind == "process" and ref is None:
+            raise ScheduleError(
+                f"{callable_name(func)} cannot run in a worker process: it must be a module-level function or "
+                "BaseTask class importable by 'package.module:name' (not a lambda, closure, partial or bound method)",
+                field="executor",
+                schedule_id=schedule_id,
+            )
+        if is_task_class(func) and policy.executor == "processpool" and ref is None:
+            raise ScheduleError("a BaseTask for the process pool must be importable", schedule_id=schedule_id)
+
+
+def _executors(config: Mapping[str, Any]) -> dict[str, Executor]:
+    limits = {"async_limit": 100, "default_threads": 20, "process_pool": 5}
+    given: dict[str, Executor] = {}
+    for key, value in config.items():
+        if key in limits:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ScheduleError(f"must be a positive integer (got {value!r})", field=f"executors.{key}")
+            limits[key] = value
+        elif hasattr(value, "call") and hasattr(value, "kind"):
+            given[key] = value
+        else:
+            raise ScheduleError(f"unknown executor setting {key!r} (known: {', '.join(limits)})", field="executors")
+    executors = build_executors(
+        async_limit=limits["async_limit"], thread_limit=limits["default_threads"], process_limit=limits["process_pool"]
+    )
+    executors.update(given)
+    return executors
