@@ -14,6 +14,7 @@ from ._clock import Clock, FakeClock, SystemClock
 from .events import Event, EventType
 from .exceptions import (
     AioschedError,
+    ConfigError,
     ConflictingIdError,
     FatalError,
     RetryableError,
@@ -37,6 +38,7 @@ __all__ = [
     "BaseTask",
     "Catchup",
     "Clock",
+    "ConfigError",
     "ConflictingIdError",
     "Event",
     "EventType",

@@ -14,6 +14,7 @@ import functools
 import inspect
 import logging
 import random
+import reprlib
 import threading
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ import anyio.to_thread
 
 from ._clock import Clock
 from .events import Event, EventBus, EventType
-from .exceptions import SkipRun
+from .exceptions import AttemptTimeout, SkipRun
 from .executors import Executor, is_async_callable
 from .loader import callable_name
 from .models import Overlap, RunRecord, RunState, Schedule
@@ -44,6 +45,13 @@ STATE_EVENTS = {
     RunState.ABANDONED: EventType.ABANDONED,
 }
 _DEFAULT_HOOKS = {name: getattr(BaseTask, name) for name in ("on_success", "on_failure", "on_retry", "cleanup")}
+_NOT_STARTED = "scheduler shut down before it started"
+
+# A bounded repr: a task returning a million-row list must not stall the loop for its record.
+_REPR = reprlib.Repr()
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdeque = _REPR.maxarray = 100
+_REPR.maxdict = 100
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = RESULT_LIMIT
 
 
 class Plan:
@@ -114,12 +122,13 @@ class Runner:
         self._bus = bus
         self._clock = clock
         self._node = node_id
-        self._active: dict[str, set[asyncio.Task[None]]] = {}
+        self._active: dict[str, dict[asyncio.Task[None], None]] = {}  # per schedule, oldest run first
         self._reserved: dict[str, int] = {}
         self._buffered: dict[str, Plan] = {}
         self._cancel_reasons: dict[asyncio.Task[None], str] = {}
         self._sync_noted: set[str] = set()
         self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._pauses: set[asyncio.Future[None]] = set()
         self.writer = RecordWriter(store)
         self.stop_flag = threading.Event()
 
@@ -208,6 +217,14 @@ class Runner:
             return None
         return self._start(plan.schedule, chain, cancel_others=plan.schedule.policy.overlap is Overlap.CANCEL_OTHER)
 
+    def rerun(self, schedule: Schedule, record: RunRecord) -> asyncio.Task[None]:
+        """Run once more a record a dead process left in flight (``recover: true``).
+
+        The same record carries on (its next attempt counts on); it holds a
+        ``max_instances`` slot like any run.
+        """
+        return self._start(schedule, [record], cancel_others=False)
+
     def _has_room(self, schedule: Schedule) -> bool:
         busy = len(self._active.get(schedule.id, ())) + self._reserved.get(schedule.id, 0)
         return busy < schedule.policy.max_instances
@@ -217,8 +234,8 @@ class Runner:
         task = asyncio.get_running_loop().create_task(self._run_chain(schedule, chain, cancel_others))
         active = self._active.get(sid)
         if active is None:
-            active = self._active[sid] = set()
-        active.add(task)
+            active = self._active[sid] = {}
+        active[task] = None
         task.add_done_callback(functools.partial(self._done, sid))
         return task
 
@@ -226,7 +243,7 @@ class Runner:
         self._cancel_reasons.pop(task, None)
         active = self._active.get(sid)
         if active is not None:
-            active.discard(task)
+            active.pop(task, None)
             if not active:
                 del self._active[sid]
         plan = self._buffered.get(sid)
@@ -235,7 +252,7 @@ class Runner:
         del self._buffered[sid]
         if self.stop_flag.is_set():
             for record in plan.chain:
-                self._finish(record, RunState.CANCELLED, reason="scheduler shut down before it started")
+                self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
         else:
             self._start(plan.schedule, plan.chain, cancel_others=False)
 
@@ -263,23 +280,81 @@ class Runner:
             await asyncio.wait(victims)
         return len(victims)
 
+    def cancel_all(self, reason: str) -> int:
+        """Cancel every run in flight now, without waiting; returns how many.
+
+        Each ends ``cancelled`` with ``reason`` once its task has unwound (a process run's
+        worker is killed, a thread run abandoned). Await :meth:`shutdown` to wait for that.
+        """
+        victims = [t for t in self.tasks() if not t.done()]
+        for task in victims:
+            self._cancel_reasons.setdefault(task, reason)
+            task.cancel()
+        return len(victims)
+
+    def stop(self) -> None:
+        """Raise the stop flag: no run or retry starts from now on; pending waits end now."""
+        self.stop_flag.set()
+        for waiter in self._pauses:
+            if not waiter.done():
+                waiter.set_result(None)
+
     async def shutdown(self, *, wait: bool, grace: float | None) -> None:
         """Raise the stop flag, let runs finish (up to ``grace``), cancel the rest, flush records."""
-        self.stop_flag.set()
+        self.stop()
         for plan in list(self._buffered.values()):
             for record in plan.chain:
-                self._finish(record, RunState.CANCELLED, reason="scheduler shut down before it started")
+                self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
         self._buffered.clear()
         tasks = self.tasks()
         if wait and tasks:
+            logger.info(
+                "shutdown: waiting %s for %d run(s) to finish",
+                "as long as they take" if grace is None else f"up to {grace:g}s",
+                len(tasks),
+            )
             await asyncio.wait(tasks, timeout=grace)
         leftover = [t for t in self.tasks() if not t.done()]
-        for task in leftover:
-            self._cancel_reasons[task] = "scheduler shut down before the run finished"
-            task.cancel()
         if leftover:
+            reason = f"cancelled by scheduler shutdown ({f'grace period of {grace:g}s over' if wait else 'wait=False'})"
+            logger.warning("shutdown: cancelling %d run(s) still going", len(leftover))
+            for task in leftover:
+                self._cancel_reasons.setdefault(task, reason)
+                task.cancel()
             await asyncio.wait(leftover)
         await self.writer.drain()
+
+    async def _pause(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds unless shutdown begins first; True if no shutdown began."""
+        if self.stop_flag.is_set():
+            return False
+        if delay <= 0:
+            await asyncio.sleep(0)
+            return not self.stop_flag.is_set()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        handle = loop.call_later(delay, _wake, waiter)
+        self._pauses.add(waiter)
+        try:
+            await waiter
+        finally:
+            handle.cancel()
+            self._pauses.discard(waiter)
+        return not self.stop_flag.is_set()
+
+    async def _make_room(self, schedule: Schedule) -> None:
+        """overlap: cancel_other: cancel the oldest runs of the schedule until this one fits in max_instances."""
+        me = _current()
+        others = [t for t in self._active.get(schedule.id, ()) if t is not me and not t.done()]
+        if len(others) < schedule.policy.max_instances:
+            return
+        alive = [t for t in others if t not in self._cancel_reasons]
+        dying = [t for t in others if t in self._cancel_reasons]
+        victims = alive[: max(0, len(alive) + 1 - schedule.policy.max_instances)]
+        for task in victims:
+            self._cancel_reasons[task] = "cancelled by a newer fire (overlap: cancel_other)"
+            task.cancel()
+        await asyncio.wait([*victims, *dying])
 
     # -- one chain, one run --------------------------------------------------------
 
@@ -287,12 +362,17 @@ class Runner:
         token = _stop_flag.set(self.stop_flag)
         try:
             if cancel_others:
-                await self.cancel(schedule.id, "cancelled by a newer fire (overlap: cancel_other)", keep=_current())
+                await self._make_room(schedule)
             for record in chain:
                 if self.stop_flag.is_set():
-                    self._finish(record, RunState.CANCELLED, reason="scheduler shut down before it started")
+                    self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
                     continue
-                await self._run(schedule, record)
+                try:
+                    await self._run(schedule, record)
+                except Exception as exc:  # the isolation boundary: no record may stay "running"
+                    logger.exception("run of schedule %s failed inside aiosched", schedule.id)
+                    if not record.state.is_final:
+                        self._finish(record, RunState.FAILED, error=_error_text(exc), tb=_traceback_text(exc))
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(_current(), "cancelled")
             for record in chain:
@@ -304,12 +384,14 @@ class Runner:
 
     async def _run(self, schedule: Schedule, record: RunRecord) -> None:
         policy = schedule.policy
-        if policy.jitter:
-            await asyncio.sleep(random.uniform(0, policy.jitter))
+        if policy.jitter and not await self._pause(random.uniform(0, policy.jitter)):
+            self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
+            return
         now = self._clock.now()
         lateness = (now - record.fire_time).total_seconds()
         grace = policy.misfire_grace_time
-        if grace is not None and lateness > grace and not record.manual:
+        if grace is not None and lateness > grace and not record.manual and not record.attempt:
+            # (a recovered run, attempt >= 1, started on time once: it is re-run, not missed)
             self._finish(record, RunState.MISSED, reason=f"started {lateness:.3f}s late (grace {grace}s)")
             return
         record.state = RunState.RUNNING
@@ -317,68 +399,82 @@ class Runner:
         record.lateness = lateness
         func = schedule.func
         assert func is not None, "schedules reach the runner resolved"
-        instance: BaseTask | None = func() if is_task_class(func) else None
+        try:
+            instance: BaseTask | None = func() if is_task_class(func) else None
+        except Exception as exc:  # the task class's own __init__ failed: the run fails, nothing ran
+            self._finish(
+                record,
+                RunState.FAILED,
+                reason="the task could not be created",
+                error=_error_text(exc),
+                tb=_traceback_text(exc),
+            )
+            return
         call: Callable[..., Any] = instance.execute if instance is not None else func
+        executor = self._executor_for(schedule, call)
         if logger.isEnabledFor(logging.INFO):
             logger.info("run start: %s fire=%s attempt=1", schedule.id, record.fire_time.isoformat())
         self._emit(EventType.SUBMITTED, record)
+        if instance is None:
+            ending = await self._attempts(schedule, record, executor, call, None)
+        else:
+            ending = await self._run_task(schedule, record, executor, instance)
+        self._finish(record, ending.state, reason=ending.reason, error=ending.error, tb=ending.tb, result=ending.result)
+
+    async def _run_task(self, schedule: Schedule, record: RunRecord, executor: Executor, instance: BaseTask) -> _Ending:
+        """A BaseTask's run: validate_params, the attempts with their hooks, then cleanup (always)."""
+        # plain hooks of a task that runs on the loop are called on the loop; otherwise in a thread
+        hooks = _Hooks(instance, inline=executor.kind == "async")
         try:
-            await self._attempts(schedule, record, instance, call)
+            invalid = await self._validate(schedule, hooks)
+            return invalid or await self._attempts(schedule, record, executor, instance.execute, hooks)
         finally:
-            if instance is not None:
-                await self._hook(instance, "cleanup")
+            await hooks.call("cleanup")  # before the run is reported ended, and on cancellation too
 
     async def _attempts(
-        self, schedule: Schedule, record: RunRecord, instance: BaseTask | None, call: Callable[..., Any]
-    ) -> None:
+        self, schedule: Schedule, record: RunRecord, executor: Executor, call: Callable[..., Any], hooks: _Hooks | None
+    ) -> _Ending:
+        """Make the attempts; returns how the run ends (the caller records it)."""
         policy = schedule.policy
         retry = policy.retry
-        executor = self._executor_for(schedule, call)
-        if instance is not None and not await self._validate(schedule, record, instance):
-            return
         while True:
             record.attempt += 1
-            started = self._clock.monotonic()
             try:
                 result = await executor.call(
                     call, schedule.args, schedule.kwargs, timeout=policy.timeout, task_ref=schedule.task_ref
                 )
             except SkipRun as exc:
-                self._finish(record, RunState.SKIPPED, reason=str(exc) or "skipped by the task")
-                return
+                return _Ending(RunState.SKIPPED, reason=str(exc) or "skipped by the task")
             except Exception as exc:
-                timed_out = (
-                    isinstance(exc, TimeoutError)
-                    and policy.timeout is not None
-                    and self._clock.monotonic() - started >= policy.timeout * 0.99
-                )
-                if retry.should_retry(exc, record.attempt) and not self.stop_flag.is_set():
-                    await self._retry(schedule, record, instance, exc)
-                    continue
-                if instance is not None:
-                    await self._hook(instance, "on_failure", exc)
-                if timed_out:
-                    self._finish(record, RunState.TIMED_OUT, error=f"TimeoutError: no result after {policy.timeout}s")
-                else:
-                    self._finish(record, RunState.FAILED, error=_error_text(exc), tb=_traceback_text(exc))
-                return
-            if instance is not None:
-                await self._hook(instance, "on_success", result)
-            self._finish(record, RunState.SUCCEEDED, result=result)
-            return
+                reason = None
+                if retry.should_retry(exc, record.attempt):
+                    if await self._retry(schedule, record, hooks, exc):
+                        continue
+                    reason = "not retried: the scheduler is shutting down"
+                if hooks is not None:
+                    await hooks.call("on_failure", exc)
+                state = RunState.TIMED_OUT if isinstance(exc, AttemptTimeout) else RunState.FAILED
+                return _Ending(state, reason=reason, error=_error_text(exc), tb=_traceback_text(exc))
+            if hooks is not None:
+                await hooks.call("on_success", result)
+            return _Ending(RunState.SUCCEEDED, result=result)
 
-    async def _validate(self, schedule: Schedule, record: RunRecord, instance: BaseTask) -> bool:
+    async def _validate(self, schedule: Schedule, hooks: _Hooks) -> _Ending | None:
+        """None if the params are fine, else how the run ends (failed, no attempt)."""
+        if type(hooks.instance).validate_params is BaseTask.validate_params:
+            return None
         try:
-            valid = await _call_maybe_async(instance.validate_params, **schedule.kwargs)
+            valid = await hooks.run("validate_params", **schedule.kwargs)
         except Exception as exc:
-            self._finish(record, RunState.FAILED, error=f"invalid params: {_error_text(exc)}", tb=_traceback_text(exc))
-            return False
+            return _Ending(RunState.FAILED, error=f"invalid params: {_error_text(exc)}", tb=_traceback_text(exc))
         if valid is False:
-            self._finish(record, RunState.FAILED, error="invalid params: validate_params() returned False")
-            return False
-        return True
+            return _Ending(RunState.FAILED, error="invalid params: validate_params() returned False")
+        return None
 
-    async def _retry(self, schedule: Schedule, record: RunRecord, instance: BaseTask | None, exc: Exception) -> None:
+    async def _retry(self, schedule: Schedule, record: RunRecord, hooks: _Hooks | None, exc: Exception) -> bool:
+        """Announce a retry and wait its delay; False if shutdown began (no retry then)."""
+        if self.stop_flag.is_set():
+            return False
         retry = schedule.policy.retry
         delay = retry.delay(record.attempt)
         record.error = _error_text(exc)
@@ -392,9 +488,9 @@ class Runner:
             delay,
         )
         self._emit(EventType.RETRY, record, {"attempt": record.attempt, "delay": delay, "error": record.error})
-        if instance is not None:
-            await self._hook(instance, "on_retry", record.attempt + 1, retry.max_attempts)
-        await asyncio.sleep(delay)
+        if hooks is not None:
+            await hooks.call("on_retry", record.attempt + 1, retry.max_attempts)
+        return await self._pause(delay)
 
     def _executor_for(self, schedule: Schedule, call: Callable[..., Any]) -> Executor:
         executor = self._executors[schedule.policy.executor]
@@ -406,16 +502,6 @@ class Runner:
                 )
             executor = self._executors["threadpool"]
         return executor
-
-    async def _hook(self, instance: BaseTask, name: str, *args: Any) -> None:
-        hook = getattr(instance, name)
-        try:
-            if getattr(type(instance), name) is _DEFAULT_HOOKS[name]:
-                hook(*args)  # the built-in hooks only log: no thread hop needed
-            else:
-                await _call_maybe_async(hook, *args)
-        except Exception:
-            logger.exception("hook %s.%s failed (the run's outcome stands)", instance.task_name, name)
 
     # -- final records ---------------------------------------------------------------
 
@@ -437,8 +523,7 @@ class Runner:
             record.error = error
             record.traceback = tb
         if result is not None:
-            text = repr(result)
-            record.result = text if len(text) <= RESULT_LIMIT else text[: RESULT_LIMIT - 3] + "..."
+            record.result = _result_text(result)
         self.writer.put(record)
         if self._waiters:
             waiter = self._waiters.pop(id(record), None)
@@ -483,15 +568,81 @@ def _current() -> asyncio.Task[Any]:
     return task
 
 
-async def _call_maybe_async(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Await an async callable; run a plain one on a worker thread (it may block)."""
-    if inspect.iscoroutinefunction(func):
-        return await func(*args, **kwargs)
-    return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs))
+class _Ending:
+    """How a run that started ends: its final state and what the record keeps."""
+
+    __slots__ = ("error", "reason", "result", "state", "tb")
+
+    def __init__(
+        self,
+        state: RunState,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        tb: str | None = None,
+        result: Any = None,
+    ) -> None:
+        self.state = state
+        self.reason = reason
+        self.error = error
+        self.tb = tb
+        self.result = result
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class _Hooks:
+    """Calls the hooks of one BaseTask instance.
+
+    ``async def`` hooks are awaited on the loop. A plain hook is called on the loop when
+    the task itself runs there (``inline``: an async ``execute`` on the async executor),
+    else in a worker thread, since it belongs to code that may block. The built-in
+    hooks only log and are always called inline.
+    """
+
+    __slots__ = ("inline", "instance")
+
+    def __init__(self, instance: BaseTask, *, inline: bool) -> None:
+        self.instance = instance
+        self.inline = inline
+
+    async def run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call hook ``name`` and return its result; its exception propagates."""
+        hook = getattr(self.instance, name)
+        if inspect.iscoroutinefunction(hook):
+            return await hook(*args, **kwargs)
+        if self.inline or getattr(type(self.instance), name, None) is _DEFAULT_HOOKS.get(name):
+            result = hook(*args, **kwargs)
+        else:
+            result = await anyio.to_thread.run_sync(functools.partial(hook, *args, **kwargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def call(self, name: str, *args: Any) -> None:
+        """Call hook ``name``; if it raises, log it: a hook never changes the run's outcome."""
+        try:
+            await self.run(name, *args)
+        except Exception:
+            logger.exception("hook %s.%s failed (the run's outcome stands)", type(self.instance).__name__, name)
+
+
+def _result_text(result: Any) -> str:
+    try:
+        text = _REPR.repr(result)
+    except Exception as exc:  # a broken __repr__ must not lose the run's outcome
+        text = f"<{type(result).__qualname__} object; repr() failed: {_error_text(exc)}>"
+    return text if len(text) <= RESULT_LIMIT else text[: RESULT_LIMIT - 3] + "..."
 
 
 def _error_text(exc: BaseException) -> str:
-    message = str(exc)
+    try:
+        message = str(exc)
+    except Exception:  # a broken __str__ must not lose the run's outcome
+        message = "<str() failed>"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 

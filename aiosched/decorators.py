@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ParamSpec, Protocol, TypeVar, cast, overload
 
-from aiosched.exceptions import SkipRun
+from aiosched.exceptions import AttemptTimeout, SkipRun
 from aiosched.executors import is_async_callable
 
 __all__ = ["log_execution", "monitor_task", "rate_limit", "timeout"]
@@ -192,12 +192,16 @@ def rate_limit(max_calls: int, time_window: float) -> Decorator:
 
 
 def timeout(seconds: float) -> Decorator:
-    """Raise :class:`TimeoutError` when a call takes longer than ``seconds``.
+    """Raise :class:`~aiosched.exceptions.AttemptTimeout` when a call takes longer than ``seconds``.
+
+    AttemptTimeout is a :class:`TimeoutError`; a scheduled run that ends with it is
+    recorded ``timed_out`` (and retried if its policy says so), like the schedule's own
+    ``timeout``.
 
     ``async def``: the coroutine is cancelled with ``asyncio.timeout`` (its cleanup
     runs). Plain ``def``: the function runs in a helper daemon thread (with the
     caller's context variables) that the caller joins with a timeout; when it expires
-    the caller gets :class:`TimeoutError` but the helper thread **keeps running** until
+    the caller gets :class:`AttemptTimeout` but the helper thread **keeps running** until
     the function returns (a thread cannot be killed; its result is dropped). No signals
     are used, so it works in any thread. Prefer the schedule's ``timeout`` policy, which
     kills process runs.
@@ -221,7 +225,7 @@ def timeout(seconds: float) -> Decorator:
                         return await async_func(*args, **kwargs)
                 except TimeoutError as exc:
                     if deadline.expired():
-                        raise TimeoutError(message) from exc
+                        raise AttemptTimeout(message) from exc
                     raise
 
             return cast(Callable[P, R], async_wrapper)
@@ -252,7 +256,7 @@ def _run_with_deadline(
     helper.join(seconds)
     if helper.is_alive():
         logger.warning("task %s timed out after %gs; its helper thread keeps running", label, seconds)
-        raise TimeoutError(message)
+        raise AttemptTimeout(message)
     ok, value = outcome.pop()
     if ok:
         return cast(R, value)

@@ -3,13 +3,14 @@
 ::
 
     AioschedError
-    ├── ConfigError (ValueError)          a config file is wrong; holds every problem found
+    ├── ConfigError (ValueError)          a config file is wrong; holds every ConfigProblem found
     ├── TriggerError (ValueError)         a trigger type or argument is wrong
     ├── ScheduleError (ValueError)        a schedule's task or policy is wrong
     ├── ConflictingIdError (KeyError)     an id is taken and replace_existing is false
     ├── ScheduleNotFound (LookupError)    no schedule has that id
     ├── SchedulerNotRunning (RuntimeError)
-    └── StoreError (RuntimeError)         the store cannot be opened or used
+    ├── StoreError (RuntimeError)         the store cannot be opened or used
+    └── AttemptTimeout (TimeoutError)     an attempt ran past its schedule's timeout
 
 Raised by tasks to steer retries (not AioschedError subclasses of each other):
 
@@ -23,6 +24,39 @@ from __future__ import annotations
 
 class AioschedError(Exception):
     """Base class of every error aiosched raises."""
+
+
+class ConfigError(AioschedError, ValueError):
+    """A config file is wrong. Holds every problem found, each as ``file:line key.path: reason``.
+
+    Attributes:
+        problems: the problems, in file and line order.
+    """
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line or 0, p.path))
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(f"{count} problem{'s' if count != 1 else ''} in the configuration:\n{lines}")
+
+
+class ConfigProblem:
+    """One problem in a config file."""
+
+    __slots__ = ("file", "line", "message", "path")
+
+    def __init__(self, file: str, line: int | None, path: str, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where} {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+    def __repr__(self) -> str:
+        return f"ConfigProblem({str(self)!r})"
 
 
 class TriggerError(AioschedError, ValueError):
@@ -81,6 +115,16 @@ class SchedulerNotRunning(AioschedError, RuntimeError):
 
 class StoreError(AioschedError, RuntimeError):
     """The store cannot be opened or used."""
+
+
+class AttemptTimeout(AioschedError, TimeoutError):
+    """An attempt ran past its ``timeout`` (the schedule's policy or the ``timeout`` decorator).
+
+    The executors raise it, never the task, so the runner can tell "aiosched stopped this
+    attempt" (recorded ``timed_out``) from a task's own :class:`TimeoutError`, e.g. from an
+    HTTP client (recorded ``failed``). It is a TimeoutError, so ``retry_on: [TimeoutError]``
+    covers both.
+    """
 
 
 class RetryableError(Exception):

@@ -12,7 +12,8 @@ thread     anyio CapacityLimiter  the thread is *abandoned*: it cannot be killed
 process    anyio CapacityLimiter  the worker process is killed (SIGKILL)
 ========== ====================== ==================================================
 
-A timeout raises :class:`TimeoutError`; a cancellation re-raises
+A timeout raises :class:`~aiosched.exceptions.AttemptTimeout` (a :class:`TimeoutError`),
+so a task's own TimeoutError stays distinguishable; a cancellation re-raises
 :class:`asyncio.CancelledError`. The slot is acquired before the timeout starts, so
 time spent waiting for a free slot does not count against the attempt's timeout (the
 start of a new worker process, when none is idle, does).
@@ -41,7 +42,7 @@ import anyio.to_process
 import anyio.to_thread
 from anyio import BrokenWorkerProcess, CapacityLimiter
 
-from aiosched.exceptions import ScheduleError
+from aiosched.exceptions import AttemptTimeout, ScheduleError
 
 __all__ = [
     "AsyncExecutor",
@@ -88,7 +89,7 @@ class Executor(Protocol):
         """Run ``func(*args, **kwargs)`` once and return its result or raise its exception.
 
         Waits for a free slot first. ``timeout`` (seconds, ``None`` = none) starts once
-        the slot is held; when it expires, :class:`TimeoutError` is raised. ``task_ref``
+        the slot is held; when it expires, :class:`AttemptTimeout` is raised. ``task_ref``
         (``"package.module:qualname"``) names the task in logs and is what the process
         executor imports in its worker.
         """
@@ -151,7 +152,7 @@ class AsyncExecutor:
     """Awaits coroutine functions on the event loop, at most ``limit`` at a time.
 
     Timeout: the coroutine is cancelled through ``asyncio.timeout`` (its ``finally``
-    blocks and ``except CancelledError`` paths run) and :class:`TimeoutError` is raised.
+    blocks and ``except CancelledError`` paths run) and :class:`AttemptTimeout` is raised.
     Cancellation of the caller cancels the coroutine the same way. A plain ``def``
     would block the loop, so it is refused with :class:`ScheduleError`.
     """
@@ -180,25 +181,30 @@ class AsyncExecutor:
         task_ref: str | None = None,
     ) -> Any:
         """Await ``func(*args, **kwargs)`` under the semaphore; see the class docstring."""
-        task = _describe(func, task_ref)
         if not is_async_callable(func):
             raise ScheduleError(
-                f"task {task!r} is not a coroutine function; the {self.name!r} executor runs only"
-                " async tasks (use 'threadpool' for a plain def)",
+                f"task {_describe(func, task_ref)!r} is not a coroutine function; the {self.name!r} executor runs"
+                " only async tasks (use 'threadpool' for a plain def)",
                 field="executor",
             )
         async with self._semaphore:
             self._active += 1
-            deadline = asyncio.timeout(timeout)
             try:
-                async with deadline:
-                    return await _bind(func)(*args, **kwargs)
-            except TimeoutError as exc:
-                if deadline.expired():
-                    raise TimeoutError(f"task {task!r} timed out after {timeout:g}s and was cancelled") from exc
-                raise
+                target = _bind(func)
+                if timeout is None:  # the hot path: asyncio.timeout costs more than the rest of the call
+                    return await target(*args, **kwargs)
+                deadline = asyncio.timeout(timeout)
+                try:
+                    async with deadline:
+                        return await target(*args, **kwargs)
+                except TimeoutError as exc:
+                    if deadline.expired():
+                        raise AttemptTimeout(
+                            f"task {_describe(func, task_ref)!r} timed out after {timeout:g}s and was cancelled"
+                        ) from exc
+                    raise
             except SystemExit as exc:
-                raise _exit_error(exc, task) from None
+                raise _exit_error(exc, _describe(func, task_ref)) from None
             finally:
                 self._active -= 1
 
@@ -231,7 +237,7 @@ class ThreadExecutor:
     completion with ``asyncio.run`` in the thread, on its own event loop.
 
     Timeout or cancellation of the caller: a thread cannot be killed, so it is
-    *abandoned*: the caller gets :class:`TimeoutError` (or its cancellation) at once,
+    *abandoned*: the caller gets :class:`AttemptTimeout` (or its cancellation) at once,
     the slot is freed at once, and the thread keeps running until the function returns;
     its result or exception is then dropped. Each abandonment logs one WARNING and is
     counted in :attr:`leaked` until the thread finishes. A call abandoned before its
@@ -271,9 +277,8 @@ class ThreadExecutor:
         task_ref: str | None = None,
     ) -> Any:
         """Run ``func(*args, **kwargs)`` in a worker thread; see the class docstring."""
-        task = _describe(func, task_ref)
         state = _ThreadCall()
-        run = functools.partial(self._run_in_thread, state, task, func, args, dict(kwargs))
+        run = functools.partial(self._run_in_thread, state, task_ref, func, args, dict(kwargs))
         async with self._limiter:
             deadline = asyncio.timeout(timeout)
             try:
@@ -282,19 +287,20 @@ class ThreadExecutor:
             except BaseException as exc:
                 expired = deadline.expired()
                 if expired or isinstance(exc, asyncio.CancelledError):
-                    self._abandon(state, task, "timed out" if expired else "was cancelled", timeout)
+                    self._abandon(state, func, task_ref, "timed out" if expired else "was cancelled", timeout)
                 if expired and isinstance(exc, TimeoutError):
-                    raise TimeoutError(
-                        f"task {task!r} timed out after {timeout:g}s; its thread was abandoned and keeps running"
+                    raise AttemptTimeout(
+                        f"task {_describe(func, task_ref)!r} timed out after {timeout:g}s; thread abandoned:"
+                        " it cannot be killed, so it was abandoned and keeps running"
                     ) from exc
                 if isinstance(exc, SystemExit):
-                    raise _exit_error(exc, task) from None
+                    raise _exit_error(exc, _describe(func, task_ref)) from None
                 raise
 
     def _run_in_thread(
         self,
         state: _ThreadCall,
-        task: str,
+        task_ref: str | None,
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -316,11 +322,13 @@ class ThreadExecutor:
             if state.counted:
                 logger.info(
                     "abandoned thread of task %r finished %.3fs after it was abandoned",
-                    task,
+                    _describe(func, task_ref),
                     time.monotonic() - state.abandoned_at,
                 )
 
-    def _abandon(self, state: _ThreadCall, task: str, why: str, timeout: float | None) -> None:
+    def _abandon(
+        self, state: _ThreadCall, func: Callable[..., Any], task_ref: str | None, why: str, timeout: float | None
+    ) -> None:
         with self._lock:
             state.abandoned = True
             if not state.started or state.done:
@@ -330,9 +338,9 @@ class ThreadExecutor:
             self._leaked += 1
             leaked = self._leaked
         logger.warning(
-            "task %r %s%s; its thread cannot be killed, was abandoned and keeps running"
+            "task %r %s%s: thread abandoned; a thread cannot be killed, so it was abandoned and keeps running"
             " (%d abandoned thread(s) running)",
-            task,
+            _describe(func, task_ref),
             why,
             f" after {timeout:g}s" if why == "timed out" and timeout is not None else "",
             leaked,
@@ -369,7 +377,7 @@ class ProcessExecutor:
     traceback is attached to the exception as a note.
 
     Timeout or cancellation of the caller: the worker process is killed with SIGKILL
-    (and reaped) before :class:`TimeoutError` or the cancellation propagates. A worker
+    (and reaped) before :class:`AttemptTimeout` or the cancellation propagates. A worker
     that dies on its own gives a :class:`RuntimeError`. Idle workers are reused and are
     killed by anyio when the event loop's main task ends.
     """
@@ -402,7 +410,7 @@ class ProcessExecutor:
         Raises:
             ScheduleError: ``task_ref`` is missing or malformed, or the worker cannot import it.
             RuntimeError: arguments, result or exception cannot be pickled; the worker died.
-            TimeoutError: ``timeout`` expired; the worker was killed.
+            AttemptTimeout: ``timeout`` expired; the worker was killed.
         """
         if task_ref is None:
             raise ScheduleError(
@@ -426,7 +434,7 @@ class ProcessExecutor:
                     )
             except TimeoutError as exc:
                 if deadline.expired():
-                    raise TimeoutError(
+                    raise AttemptTimeout(
                         f"task {task_ref!r} timed out after {timeout:g}s; its worker process was killed"
                     ) from exc
                 raise

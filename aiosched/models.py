@@ -226,8 +226,14 @@ POLICY_OPTIONS = frozenset(
         "retry_on",
     }
 )
-_RETRY_OPTIONS = {"max_attempts": "max_attempts", "retry_delay": "retry_delay", "backoff": "backoff",
-                  "max_delay": "max_delay", "retry_jitter": "jitter", "retry_on": "retry_on"}  # fmt: skip
+_RETRY_OPTIONS = {
+    "max_attempts": "max_attempts",
+    "retry_delay": "retry_delay",
+    "backoff": "backoff",
+    "max_delay": "max_delay",
+    "retry_jitter": "jitter",
+    "retry_on": "retry_on",
+}
 
 
 _NUMBER = (int, float)

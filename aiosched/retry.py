@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ class RetryPolicy:
         max_attempts: total tries, 1 means no retry.
         retry_delay: seconds before the first retry.
         backoff: multiplier applied to the delay after each retry (1 = constant delay).
-        max_delay: upper bound of any delay, ``None`` for none.
+        max_delay: upper bound of any delay (jitter included), ``None`` for none.
         jitter: up to this many seconds are added at random to each delay.
         retry_on: exception class names that earn a retry (matched against the whole MRO,
             so ``"OSError"`` covers ``ConnectionError``). ``RetryableError`` is always
@@ -62,12 +63,19 @@ class RetryPolicy:
         return any(name in names for name in self.retry_on)
 
     def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed ``attempt`` (1-based) before the next one."""
-        delay = self.retry_delay * self.backoff ** (attempt - 1)
-        if self.max_delay is not None:
-            delay = min(delay, self.max_delay)
+        """Seconds to wait after failed ``attempt`` (1-based) before the next one.
+
+        ``retry_delay * backoff ** (attempt - 1)``, plus up to ``jitter`` at random, and
+        never more than ``max_delay`` (the cap applies last, so it is a hard bound).
+        """
+        try:
+            delay = float(self.retry_delay) * float(self.backoff) ** (attempt - 1)
+        except OverflowError:  # a large backoff after many attempts: "forever", until capped
+            delay = math.inf
         if self.jitter:
             delay += random.uniform(0, self.jitter)
+        if self.max_delay is not None:
+            delay = min(delay, self.max_delay)
         return delay
 
 

@@ -128,11 +128,20 @@ class Scheduler:
             return
         await self._open()
         self._runner.stop_flag.clear()
+        await self._recover()
         ready = asyncio.Event()
         self._engine_task = asyncio.get_running_loop().create_task(self._engine.run(ready), name="aiosched-engine")
         await ready.wait()
         logger.info("scheduler started (node %s, store %s, zone %s)", self.node_id, self.store.name, self.timezone)
         self.events.emit(Event(type=EventType.STARTED))
+
+    async def _recover(self) -> None:
+        """Settle the runs a dead process left in flight: report the abandoned, re-run the rest."""
+        for record in await self.store.recover_runs():
+            if record.state.is_final:
+                self._runner.report(record)
+            else:
+                self._runner.rerun(await self.store.get_schedule(record.schedule_id), record)
 
     async def shutdown(self, wait: bool = True, grace: float | None = None) -> None:
         """Stop firing, then finish or cancel the runs in flight, then close the store.
@@ -145,6 +154,7 @@ class Scheduler:
                 true as soon as shutdown begins.
         """
         task = self._engine_task
+        self._runner.stop()  # from here on no run starts, not even one of the batch in progress
         if task is not None:
             self._engine.stop()
             await task
@@ -337,6 +347,14 @@ class Scheduler:
         await self.get_job(id)
         return await self._runner.cancel(id, "cancelled on request")
 
+    def cancel_all_runs(self, reason: str = "cancelled on request") -> int:
+        """Cancel every run in flight at once, without waiting; returns how many.
+
+        They end ``cancelled`` with ``reason`` (process runs killed, thread runs abandoned).
+        Meant for a second Ctrl-C during a graceful :meth:`shutdown`, which then returns.
+        """
+        return self._runner.cancel_all(reason)
+
     def running_count(self, id: str) -> int:
         """Runs of this schedule in flight in this process."""
         return self._runner.running_count(id)
@@ -372,8 +390,9 @@ class Scheduler:
                 raise ScheduleError(f"{func!r} is not callable", field="func", schedule_id=schedule_id)
             return target, func
         if not callable(func):
-            raise ScheduleError(f"the task must be callable, got {type(func).__name__}", field="func",
-                                schedule_id=schedule_id)  # fmt: skip
+            raise ScheduleError(
+                f"the task must be callable, got {type(func).__name__}", field="func", schedule_id=schedule_id
+            )
         return func, reference_of(func)
 
     def _build_trigger(self, trigger: Any, args: dict[str, Any], schedule_id: str) -> Trigger:
@@ -390,8 +409,9 @@ class Scheduler:
         executor = self.executors.get(policy.executor)
         if executor is None:
             known = ", ".join(sorted(self.executors))
-            raise ScheduleError(f"unknown executor {policy.executor!r} (known: {known})", field="executor",
-                                schedule_id=schedule_id)  # fmt: skip
+            raise ScheduleError(
+                f"unknown executor {policy.executor!r} (known: {known})", field="executor", schedule_id=schedule_id
+            )
         if executor.kind == "process" and ref is None:
             raise ScheduleError(
                 f"{callable_name(func)} cannot run in a worker process: it must be a module-level function or "

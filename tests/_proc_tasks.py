@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+from aiosched import BaseTask
+
 
 def square_sum(n: int) -> int:
     """CPU work: sum of squares below ``n``."""
@@ -106,3 +108,31 @@ def steer(kind: str) -> None:
     from aiosched.exceptions import FatalError, RetryableError, SkipRun
 
     raise {"skip": SkipRun, "retry": RetryableError, "fatal": FatalError}[kind](f"steered: {kind}")
+
+
+def slow_pid(pid_path: str, seconds: float) -> int:
+    """Write the worker's pid to ``pid_path``, then sleep ``seconds`` (for shutdown tests)."""
+    Path(pid_path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+PARENT_HOOKS: list[tuple[str, int, object]] = []
+"""(hook, pid, argument) of ProcBaseTask's hooks, appended in the process that ran them."""
+
+
+class ProcBaseTask(BaseTask):
+    """A BaseTask for the process pool: ``execute`` runs in a worker, the hooks where the runner is."""
+
+    def execute(self, x: int) -> tuple[int, int]:
+        return x * 10, os.getpid()
+
+    def validate_params(self, **kwargs: object) -> bool:
+        PARENT_HOOKS.append(("validate_params", os.getpid(), kwargs))
+        return True
+
+    def on_success(self, result: object) -> None:
+        PARENT_HOOKS.append(("on_success", os.getpid(), result))
+
+    def cleanup(self) -> None:
+        PARENT_HOOKS.append(("cleanup", os.getpid(), None))

@@ -138,8 +138,9 @@ async def test_every_kind_of_callable_runs(make_scheduler: SchedulerFactory, clo
     await s.add_job(sync_task, "date", run_date=START + timedelta(seconds=1), id="def", args=["def"])
     await s.add_job(functools.partial(async_task, "partial"), "date", run_date=START + timedelta(seconds=1), id="p")
     await s.add_job(holder.method, "date", run_date=START + timedelta(seconds=1), id="bound", args=[7])
-    await s.add_job("tests.test_scheduler:sync_task", "date", run_date=START + timedelta(seconds=1), id="ref",
-                    args=["ref"])  # fmt: skip
+    await s.add_job(
+        "tests.test_scheduler:sync_task", "date", run_date=START + timedelta(seconds=1), id="ref", args=["ref"]
+    )
     clock.advance(1)
     await rec.wait_runs(5)
     assert sorted(calls) == ["coro", "def", "partial", "ref"]

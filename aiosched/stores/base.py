@@ -67,6 +67,10 @@ class Store(ABC):
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Flush and close. Safe to call twice."""
 
+    async def ping(self) -> bool:
+        """Whether the store answers now (for health checks); never raises for a plain outage."""
+        return True
+
     # -- schedules ---------------------------------------------------------------
 
     @abstractmethod
@@ -141,4 +145,23 @@ class Store(ABC):
         limit: int = 100,
         offset: int = 0,
     ) -> list[RunRecord]:
-        """Run history, newest fire time first, filtered by schedule, state and fire time range."""
+        """Run history, newest fire time first, filtered by schedule, state and fire time range.
+
+        ``since`` is inclusive, ``until`` exclusive. A store keeps a bounded history: beyond
+        its limit the finished runs with the oldest fire times are forgotten first (at the
+        latest by the next write); runs in flight (queued, running) are always kept.
+        """
+
+    async def recover_runs(self) -> list[RunRecord]:
+        """Settle the runs that a process which is gone left in flight; call once at start.
+
+        Each such run becomes ``abandoned`` (final, with a reason) unless its schedule has
+        ``policy.recover`` and it was not re-run once already: that one is returned still in
+        flight, for the caller to run once more (the same record; the attempt a ``running``
+        run was in counts as made, so the re-run's attempt counts on from it).
+
+        Returns every run it settled, abandoned ones included, oldest fire time first. Runs
+        this process started are never touched. A store that cannot outlive its process
+        (memory) returns ``[]``.
+        """
+        return []

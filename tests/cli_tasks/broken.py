@@ -1,0 +1,3 @@
+"""A module that fails to import: config must name the task."""
+
+raise RuntimeError("broken on purpose")

@@ -1,0 +1,3 @@
+"""A module with neither run() nor a BaseTask: config must refuse it."""
+
+VALUE = 1
