@@ -11,15 +11,73 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
+import time
 from datetime import datetime
 
 from ._clock import Clock
 from ._runner import Plan, Runner
 from .events import Event, EventBus, EventType
+from .exceptions import StoreError
 from .models import Catchup, RunRecord, RunState, Schedule
 from .stores.base import Claim, Release, Store
 
 logger = logging.getLogger("aiosched.engine")
+
+#: what a store raises when it cannot be reached (a shared store translates to StoreError)
+STORE_ERRORS = (StoreError, OSError, TimeoutError)
+
+
+class StoreHealth:
+    """Whether the store answers, with rate-limited logging of outages (RELIABILITY S10).
+
+    The first failure of an outage is logged once as an error; while it lasts a warning
+    repeats at most every ``report_every`` seconds; its end is logged with its length.
+
+    Attributes:
+        healthy: False from the first failure until a store call succeeds again.
+        failures: consecutive failures (drives the backoff).
+        outages: outages seen so far.
+    """
+
+    def __init__(self, store_name: str, *, report_every: float = 30.0) -> None:
+        self._name = store_name
+        self._report_every = report_every
+        self.healthy = True
+        self.failures = 0
+        self.outages = 0
+        self._since = 0.0
+        self._reported = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        """Note a failed store call."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.healthy:
+            self.healthy = False
+            self.outages += 1
+            self._since = self._reported = now
+            logger.error("store %s unavailable, not claiming until it answers: %s", self._name, exc)
+        elif now - self._reported >= self._report_every:
+            self._reported = now
+            logger.warning(
+                "store %s still unavailable after %.0fs (%d failed calls): %s",
+                self._name,
+                now - self._since,
+                self.failures,
+                exc,
+            )
+
+    def ok(self) -> None:
+        """Note a store call that succeeded."""
+        if not self.healthy:
+            logger.warning("store %s answers again after %.1fs", self._name, time.monotonic() - self._since)
+        self.healthy = True
+        self.failures = 0
+
+    def backoff(self, cap: float) -> float:
+        """Seconds to wait before the next try: exponential from 50 ms, jittered, at most ``cap``."""
+        return min(cap, 0.05 * 2.0 ** min(self.failures, 10)) * random.uniform(0.5, 1.0)
 
 
 class Engine:
@@ -47,7 +105,9 @@ class Engine:
         self._batch_size = batch_size
         self._max_sleep = max_sleep
         self._wake = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._stopping = False
+        self.health = StoreHealth(store.name)
         self._idle_waiters: list[asyncio.Future[None]] = []
         self.wakeups = 0
         self.fires = 0
@@ -68,6 +128,7 @@ class Engine:
     def stop(self) -> None:
         """Stop after the current batch; the run loop then returns."""
         self._stopping = True
+        self._stopped.set()
         self._wake.set()
 
     async def run(self, ready: asyncio.Event) -> None:
@@ -77,32 +138,52 @@ class Engine:
         while not self._stopping:
             self._wake.clear()
             now = self._clock.now()
-            claims = await store.acquire_due(now, self._batch_size)
+            try:
+                claims = await store.acquire_due(now, self._batch_size)
+                if claims:
+                    await self._dispatch(claims, now)
+                else:
+                    next_time = await store.next_fire_time()
+            except STORE_ERRORS as exc:  # an outage must not end the engine: back off, try again
+                self.health.failed(exc)
+                await self._back_off()
+                continue
+            self.health.ok()
             if claims:
-                await self._dispatch(claims, now)
                 await asyncio.sleep(0)  # let the runs just started take their first step
                 continue
-            next_time = await store.next_fire_time()
-            delay = self._max_sleep
-            if next_time is not None:
-                delay = min(delay, (next_time - self._clock.now()).total_seconds())
-            if delay <= 0 or self._stopping:
-                continue
-            if self._idle_waiters and not self._wake.is_set():
-                for waiter in self._idle_waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                self._idle_waiters.clear()
-            try:
-                async with asyncio.timeout(delay):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
-            self.wakeups += 1
+            await self._sleep(next_time)
         for waiter in self._idle_waiters:
             if not waiter.done():
                 waiter.set_result(None)
         self._idle_waiters.clear()
+
+    async def _sleep(self, next_time: datetime | None) -> None:
+        """Sleep until ``next_time`` (at most ``max_sleep``) or a wake-up; tell idle waiters first."""
+        delay = self._max_sleep
+        if next_time is not None:
+            delay = min(delay, (next_time - self._clock.now()).total_seconds())
+        if delay <= 0 or self._stopping:
+            return
+        if self._idle_waiters and not self._wake.is_set():
+            for waiter in self._idle_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._idle_waiters.clear()
+        try:
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        self.wakeups += 1
+
+    async def _back_off(self) -> None:
+        """Wait a jittered, growing delay after a store error; :meth:`stop` cuts it short."""
+        try:
+            async with asyncio.timeout(self.health.backoff(min(5.0, self._max_sleep))):
+                await self._stopped.wait()
+        except TimeoutError:
+            pass
 
     async def _dispatch(self, claims: list[Claim], now: datetime) -> None:
         runner = self._runner
@@ -124,7 +205,7 @@ class Engine:
                 runnable = self._on_time(schedule, first, now, records)
             releases.append(Release(claim, following))
             if runnable:
-                plan = runner.admit(schedule, runnable, now)
+                plan = runner.admit(schedule, runnable, now, elsewhere=claim.running_elsewhere)
                 plans.append(plan)
                 records += plan.records
         try:

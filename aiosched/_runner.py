@@ -9,7 +9,6 @@ a run state. Nothing a task does escapes the runner except cancellation.
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import inspect
 import logging
@@ -138,15 +137,25 @@ class Runner:
         """Runs of this schedule in flight on this node (including retries and queued chains)."""
         return len(self._active.get(schedule_id, ()))
 
-    def admit(self, schedule: Schedule, fire_times: Sequence[datetime], now: datetime, *, manual: bool = False) -> Plan:
+    def admit(
+        self,
+        schedule: Schedule,
+        fire_times: Sequence[datetime],
+        now: datetime,
+        *,
+        manual: bool = False,
+        elsewhere: int = 0,
+    ) -> Plan:
         """Decide what the fires of one schedule become; reserves a slot for a start.
 
-        The caller writes ``plan.records`` to the store and then calls :meth:`launch`
-        with the records the store accepted (or :meth:`forget` if none).
+        ``elsewhere``: runs of the schedule in flight on other nodes of a shared store; they
+        count against ``max_instances`` like this node's own. The caller writes
+        ``plan.records`` to the store and then calls :meth:`launch` with the records the
+        store accepted (or :meth:`forget` if none).
         """
         sid = schedule.id
         policy = schedule.policy
-        busy = len(self._active.get(sid, ())) + self._reserved.get(sid, 0)
+        busy = len(self._active.get(sid, ())) + self._reserved.get(sid, 0) + elsewhere
         node = self._node
         first, rest = fire_times[0], fire_times[1:]
         if busy < policy.max_instances or policy.overlap is Overlap.CANCEL_OTHER:
@@ -559,7 +568,9 @@ class Runner:
 
     def _emit(self, kind: EventType, record: RunRecord, detail: dict[str, Any] | None = None) -> None:
         if self._bus.wants(kind):
-            self._bus.emit(Event(type=kind, schedule_id=record.schedule_id, run=copy.copy(record), detail=detail))
+            # a final record no longer changes, so listeners may share it; a live one is snapshotted
+            run = record if record.state.is_final else record.snapshot()
+            self._bus.emit(Event(type=kind, schedule_id=record.schedule_id, run=run, detail=detail))
 
 
 def _current() -> asyncio.Task[Any]:

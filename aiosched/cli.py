@@ -20,8 +20,10 @@ from .app import build_scheduler, install_tasks
 from .config import Config, load_config
 from .exceptions import AioschedError, ConfigError
 from .log import configure_logging
+from .metrics import SchedulerMetrics
 from .models import RunState
 from .triggers import build_trigger
+from .web import serve
 
 logger = logging.getLogger("aiosched")
 
@@ -144,33 +146,46 @@ async def _run_once(config: Config, name: str) -> int:
 
 async def _serve(config: Config) -> int:
     scheduler = build_scheduler(config)
-    await install_tasks(scheduler, config)
+    metrics = SchedulerMetrics(scheduler)
     stop = asyncio.Event()
     signals = 0
 
     def on_signal(signum: int) -> None:
         nonlocal signals
         signals += 1
+        name = signal.Signals(signum).name
         if signals == 1:
             logger.info(
-                "%s: shutting down (runs get %ss to finish; signal again to stop now)",
-                signal.Signals(signum).name,
-                config.shutdown_grace,
+                "%s: shutting down (runs get %ss to finish; signal again to stop now)", name, config.shutdown_grace
             )
             stop.set()
         else:
-            logger.warning("%s again: cancelling the runs still going", signal.Signals(signum).name)
+            logger.warning("%s again: cancelling the runs still going", name)
             scheduler.cancel_all_runs("scheduler stopped by a second signal")
 
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    server = None
     try:
+        await install_tasks(scheduler, config)
         await scheduler.start()
+        await metrics.start()
+        if config.api.enabled:
+            server = await serve(scheduler, config.api, metrics)
+            logger.info("management API and dashboard on %s", server.url)
         logger.info("running %d tasks from %s", len(config.tasks), ", ".join(config.files))
         await stop.wait()
     finally:
-        await scheduler.shutdown(wait=True, grace=config.shutdown_grace)
+        # shutdown() stops firing before its first await; the API's close waits up to 5 s for requests
+        # in flight, so it goes on meanwhile rather than first (no run may start after the signal, RELIABILITY S13)
+        closing = asyncio.ensure_future(server.close()) if server is not None else None
+        try:
+            await scheduler.shutdown(wait=True, grace=config.shutdown_grace)
+        finally:
+            if closing is not None:
+                await closing
+        await metrics.close()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     return 0

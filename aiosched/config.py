@@ -339,7 +339,16 @@ def _check_api(data: Mapping[str, Any], src: _Source, out: _Problems) -> ApiConf
     }
     if "port" in good and not 0 <= good["port"] <= 65535:
         out.add(src, (*path, "port"), f"must be from 0 to 65535 (got {good.pop('port')})")
-    return ApiConfig(**good)
+    api = ApiConfig(**good)
+    from .web.auth import is_loopback  # here: the web package imports this module
+
+    if api.enabled and not is_loopback(api.host) and not (api.token or os.environ.get("AIOSCHED_API_TOKEN")):
+        out.add(
+            src,
+            (*path, "host"),
+            f"binding {api.host!r} opens the API to the network: set api.token (or AIOSCHED_API_TOKEN) first",
+        )
+    return api
 
 
 def _check_logging(data: Mapping[str, Any], src: _Source, out: _Problems) -> LogConfig:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from types import MappingProxyType
 from typing import Any
@@ -174,6 +174,13 @@ class RunRecord:
     def run_id(self) -> str:
         return f"{self.schedule_id}@{self.fire_time.isoformat()}"
 
+    def snapshot(self) -> RunRecord:
+        """A copy of this record as it is now (cheaper than copy.copy for a slots class)."""
+        clone = object.__new__(RunRecord)
+        for name in _RUN_FIELDS:
+            object.__setattr__(clone, name, getattr(self, name))
+        return clone
+
     @property
     def duration(self) -> float | None:
         if self.started_at is None or self.ended_at is None:
@@ -204,6 +211,8 @@ class RunRecord:
             "node": self.node,
         }
 
+
+_RUN_FIELDS = tuple(f.name for f in fields(RunRecord))
 
 #: option names accepted by ``add_job``, ``modify_job``, ``job_defaults`` and the config.
 POLICY_OPTIONS = frozenset(
@@ -268,12 +277,34 @@ def check_option_type(key: str, value: Any) -> str | None:
     return None
 
 
+_APPLIED: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Policy, Policy]] = {}
+
+
 def apply_options(base: Policy, options: Mapping[str, Any], *, schedule_id: str | None = None) -> Policy:
     """``base`` changed by user-facing options (the names of :data:`POLICY_OPTIONS`).
 
     ``coalesce: true`` means ``catchup: latest`` and ``false`` means ``all``; an explicit
     ``catchup`` wins. Raises ScheduleError naming the schedule and the option.
+    Results are memoised (policies are immutable), so thousands of schedules with the
+    same options share one Policy object and cost one computation.
     """
+    if not options:
+        return base
+    try:
+        key = (id(base), tuple(sorted(options.items())))
+        hit = _APPLIED.get(key)
+    except TypeError:  # an unhashable value (a list for retry_on): compute it
+        return _apply_options(base, options, schedule_id)
+    if hit is not None and hit[0] is base:
+        return hit[1]
+    policy = _apply_options(base, options, schedule_id)
+    if len(_APPLIED) >= 1024:
+        _APPLIED.clear()
+    _APPLIED[key] = (base, policy)
+    return policy
+
+
+def _apply_options(base: Policy, options: Mapping[str, Any], schedule_id: str | None) -> Policy:
     unknown = set(options) - POLICY_OPTIONS
     if unknown:
         raise ScheduleError(f"unknown option(s) {', '.join(sorted(unknown))}", schedule_id=schedule_id)

@@ -14,10 +14,10 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
 from ._clock import Clock, SystemClock
-from ._engine import Engine
+from ._engine import STORE_ERRORS, Engine
 from ._runner import Runner
 from .events import Event, EventBus, EventType, Listener
-from .exceptions import ScheduleError, SchedulerNotRunning
+from .exceptions import ScheduleError, ScheduleNotFound, SchedulerNotRunning
 from .executors import Executor, build_executors
 from .loader import callable_name, reference_of, resolve
 from .models import DEFAULT_POLICY, POLICY_OPTIONS, Policy, RunRecord, RunState, Schedule, apply_options
@@ -92,6 +92,9 @@ class Scheduler:
         )
         self._store_open = False
         self._engine_task: asyncio.Task[None] | None = None
+        self._maintenance_task: asyncio.Task[None] | None = None
+        self._settling = True
+        self._unsettled: list[RunRecord] = []  # settled runs not yet re-run (the store stopped answering)
 
     # -- life cycle --------------------------------------------------------------
 
@@ -99,6 +102,11 @@ class Scheduler:
     def running(self) -> bool:
         """Whether the engine is firing schedules."""
         return self._engine_task is not None and not self._engine_task.done()
+
+    @property
+    def store_healthy(self) -> bool:
+        """False while the store does not answer (an outage: nothing is claimed, runs in flight go on)."""
+        return self._engine.health.healthy
 
     @property
     def engine(self) -> Engine:
@@ -132,16 +140,60 @@ class Scheduler:
         ready = asyncio.Event()
         self._engine_task = asyncio.get_running_loop().create_task(self._engine.run(ready), name="aiosched-engine")
         await ready.wait()
+        interval = self.store.maintenance_interval
+        if interval is not None and self._maintenance_task is None:
+            self._settling = True
+            self._maintenance_task = asyncio.get_running_loop().create_task(
+                self._maintain(interval), name="aiosched-maintenance"
+            )
         logger.info("scheduler started (node %s, store %s, zone %s)", self.node_id, self.store.name, self.timezone)
         self.events.emit(Event(type=EventType.STARTED))
 
     async def _recover(self) -> None:
         """Settle the runs a dead process left in flight: report the abandoned, re-run the rest."""
-        for record in await self.store.recover_runs():
+        self._unsettled = await self._settle(await self.store.recover_runs())
+
+    async def _settle(self, records: list[RunRecord]) -> list[RunRecord]:
+        """Report settled runs that are final; run the others once more (``recover: true``).
+
+        Returns the records it could not handle yet because the store stopped answering
+        (the maintenance loop hands them in again).
+        """
+        for i, record in enumerate(records):
             if record.state.is_final:
                 self._runner.report(record)
-            else:
-                self._runner.rerun(await self.store.get_schedule(record.schedule_id), record)
+                continue
+            try:
+                schedule = await self.store.get_schedule(record.schedule_id)
+            except ScheduleNotFound:
+                logger.warning("run %s not re-run: its schedule is gone", record.run_id)
+                continue
+            except STORE_ERRORS as exc:
+                self._engine.health.failed(exc)
+                return records[i:]
+            self._runner.rerun(schedule, record)
+        return []
+
+    async def _maintain(self, interval: float) -> None:
+        """Call the store's maintenance every ``interval`` seconds (heartbeat, dead nodes' runs).
+
+        Store errors mark the store unhealthy and are retried at the next interval; the loop
+        ends when cancelled by :meth:`shutdown` (after the runs in flight have finished, so
+        the heartbeat keeps this node alive through the grace period).
+        """
+        health = self._engine.health
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                records = self._unsettled + await self.store.maintain(settle=self._settling)
+            except STORE_ERRORS as exc:
+                health.failed(exc)
+                continue
+            except Exception:  # an isolation boundary: the heartbeat must outlive a bug in one step
+                logger.exception("store maintenance failed; trying again in %gs", interval)
+                continue
+            health.ok()
+            self._unsettled = await self._settle(records)
 
     async def shutdown(self, wait: bool = True, grace: float | None = None) -> None:
         """Stop firing, then finish or cancel the runs in flight, then close the store.
@@ -159,7 +211,12 @@ class Scheduler:
             self._engine.stop()
             await task
             self._engine_task = None
+        self._settling = False  # heartbeats go on while runs finish; no more re-runs are taken on
         await self._runner.shutdown(wait=wait, grace=grace if wait else 0)
+        maintenance, self._maintenance_task = self._maintenance_task, None
+        if maintenance is not None:
+            maintenance.cancel()
+            await asyncio.gather(maintenance, return_exceptions=True)
         for executor in {id(e): e for e in self.executors.values()}.values():
             await executor.shutdown()
         if task is not None:
@@ -235,6 +292,7 @@ class Scheduler:
             policy=policy,
             paused=paused,
             next_fire_time=built.next_fire_time(None, self.clock.now()),
+            version=1,  # what a store gives a new schedule (saves it a copy)
             source=source,
         )
         await self._open()

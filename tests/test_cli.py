@@ -182,3 +182,54 @@ def test_second_signal_cancels_at_once(tmp_path: Path, env_file: Path) -> None:
     text = log.read_text()
     assert "state=cancelled" in text and "second signal" in text
     assert not any(markers.glob("end-*"))
+
+
+def test_run_serves_the_api_and_dashboard(tmp_path: Path) -> None:
+    import json
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = tmp_path / "env.yaml"
+    env.write_text(
+        f"scheduler:\n  tasks_package: tests.cli_tasks\n  store: memory://\n  api: {{enabled: true, port: {port}}}\n"
+    )
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("tasks:\n  echo:\n    trigger: interval\n    args: {seconds: 1}\n")
+    log = tmp_path / "log.txt"
+    with log.open("w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aiosched", "run", "--env", str(env), "--config", str(tasks)],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: "management API and dashboard on" in log.read_text())
+        with urllib.request.urlopen(f"{base}/healthz", timeout=5) as answer:
+            assert json.load(answer)["status"] == "ok"
+        request = urllib.request.Request(f"{base}/scheduler/jobs/echo/pause", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.status == 200
+        with urllib.request.urlopen(f"{base}/scheduler/jobs/echo", timeout=5) as answer:
+            assert json.load(answer)["paused"] is True
+        with urllib.request.urlopen(f"{base}/", timeout=5) as answer:
+            assert b"<html" in answer.read().lower()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_check_refuses_an_open_api_without_token(tmp_path: Path) -> None:
+    env = tmp_path / "env.yaml"
+    env.write_text("scheduler:\n  tasks_package: tests.cli_tasks\n  api: {enabled: true, host: 0.0.0.0}\n")
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text("tasks:\n  echo: {trigger: interval, args: {seconds: 1}}\n")
+    done = cli("check", "--env", str(env), "--config", str(tasks))
+    assert done.returncode == 2
+    assert "scheduler.api.host" in done.stderr and "api.token" in done.stderr

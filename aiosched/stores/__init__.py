@@ -18,6 +18,10 @@ _SQLITE_OPTIONS = {"history_limit": int, "history_max_age": float, "synchronous"
 def open_store(url: str | Store | None) -> Store:
     """A store for ``url``: ``memory://`` (or None), ``sqlite:///path``, ``postgresql://...``.
 
+    PostgreSQL options (query string, the rest goes to asyncpg): ``schema`` (default
+    ``aiosched``), ``lease``, ``heartbeat``, ``pool_size``, ``batch``, ``history_limit``,
+    ``history_max_age``, ``command_timeout`` (see :class:`~.postgres.PostgresStore`).
+
     ``sqlite:///data/aiosched.db`` is a path relative to the working directory and
     ``sqlite:////var/lib/aiosched.db`` an absolute one. Options go in the query string:
     ``?history_limit=10000&history_max_age=604800&synchronous=FULL``.
@@ -31,9 +35,20 @@ def open_store(url: str | Store | None) -> Store:
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         return _sqlite(url)
+    if scheme in ("postgresql", "postgres"):
+        return _postgres(url)
     raise StoreError(
-        f"unknown store {url!r}: expected memory:// or sqlite:///path (more backends to come); got scheme {scheme!r}"
+        f"unknown store {url!r}: expected memory://, sqlite:///path or postgresql://...; got scheme {scheme!r}"
     )
+
+
+def _postgres(url: str) -> Store:
+    """``postgresql://user@host:5432/db?schema=aiosched&lease=30&heartbeat=5&pool_size=10`` (asyncpg needed)."""
+    try:
+        from .postgres import PostgresStore
+    except ImportError as exc:
+        raise StoreError(f"the PostgreSQL store needs asyncpg: pip install 'aiosched[postgres]' ({exc})") from None
+    return PostgresStore.from_url(url)
 
 
 def _sqlite(url: str) -> SQLiteStore:

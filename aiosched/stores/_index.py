@@ -81,7 +81,8 @@ class ScheduleIndex:
         old = self._entries.get(schedule.id)
         if old is not None and not replace_existing:
             raise ConflictingIdError(schedule.id)
-        return replace(schedule, version=old.schedule.version + 1 if old else 1)
+        version = old.schedule.version + 1 if old else 1
+        return schedule if schedule.version == version else replace(schedule, version=version)
 
     def add(self, stored: Schedule) -> None:
         """Insert or replace; a replaced schedule's heap item and claim become stale."""

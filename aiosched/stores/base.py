@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from ..models import RunRecord, RunState, Schedule
 
@@ -29,17 +29,20 @@ class Claim:
     Attributes:
         schedule: the schedule as stored.
         next_fire_time: its due nominal fire time.
+        running_elsewhere: runs of this schedule that other nodes of a shared store have
+            in flight (``running``) at claim time; they count against ``max_instances``.
+            Always 0 on a store used by one process.
     """
 
-    __slots__ = ("next_fire_time", "schedule")
+    __slots__ = ("next_fire_time", "running_elsewhere", "schedule")
 
     def __init__(self, schedule: Schedule, next_fire_time: datetime | None) -> None:
         self.schedule = schedule
         self.next_fire_time = next_fire_time
+        self.running_elsewhere = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Release:
+class Release(NamedTuple):
     """Hands a claim back with the schedule's new next fire time (``None``: the trigger is done)."""
 
     claim: Claim
@@ -54,6 +57,9 @@ class Store(ABC):
 
     #: a URL-ish name for logs and ``scheduler_info`` (secrets stripped).
     name: str = "store"
+
+    #: seconds between two calls of :meth:`maintain` by a running scheduler; None: never.
+    maintenance_interval: float | None = None
 
     _wakeup: Callable[[], None] | None = None
 
@@ -163,5 +169,16 @@ class Store(ABC):
         Returns every run it settled, abandoned ones included, oldest fire time first. Runs
         this process started are never touched. A store that cannot outlive its process
         (memory) returns ``[]``.
+        """
+        return []
+
+    async def maintain(self, *, settle: bool = True) -> list[RunRecord]:
+        """Periodic upkeep of a shared store; a running scheduler calls it every :attr:`maintenance_interval`.
+
+        A shared store heartbeats this node here and settles the runs that nodes which
+        stopped heartbeating left in flight, exactly as :meth:`recover_runs` does (abandoned,
+        or returned still in flight for the caller to run once more). ``settle=False``
+        (during shutdown) only heartbeats. Raises StoreError when the store cannot be
+        reached; the caller retries at the next interval. The default does nothing.
         """
         return []

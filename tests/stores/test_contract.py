@@ -111,12 +111,32 @@ class SQLiteKit(Kit):
         return await self.make(**options)
 
 
-KITS = {"memory": MemoryKit, "sqlite": SQLiteKit}
+class PostgresKit(Kit):
+    """A fresh schema per test (the ``pg_url`` fixture drops it afterwards)."""
+
+    durable = True
+    url = ""
+
+    def build(self, **options: Any) -> Store:
+        from aiosched.stores.postgres import PostgresStore
+
+        return PostgresStore.from_url(self.url + "".join(f"&{k}={v}" for k, v in options.items()))
+
+    async def reopen(self, store: Store, **options: Any) -> Store:
+        await store.close()
+        return await self.make(**options)
 
 
-@pytest.fixture(params=sorted(KITS))
+KITS: dict[str, type[Kit]] = {"memory": MemoryKit, "sqlite": SQLiteKit, "postgres": PostgresKit}
+
+
+@pytest.fixture(
+    params=[pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name for name in sorted(KITS)]
+)
 async def kit(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Kit]:
     made = KITS[request.param](tmp_path)
+    if isinstance(made, PostgresKit):
+        made.url = request.getfixturevalue("pg_url")
     yield made
     await made.close_all()
 

@@ -1,0 +1,75 @@
+"""One scheduler node of a cluster test: ``python -m tests.cluster._node STORE_URL NODE_ID [MAX_SLEEP]``.
+
+Run from the repository root, in its own process (the tests SIGKILL it). It prints JSON
+lines (flushed): ``{"ready": node_id}`` once started, or ``{"error": ...}`` and exit code 3
+if the store refuses it. It reads commands from stdin, one per line, answering each:
+``pause ID`` → ``{"paused": ID, "at": ISO}`` (after the commit), ``stats`` →
+``{"healthy": bool, "stats": {...}}``, ``stop`` → graceful shutdown (as SIGTERM). The
+environment gives ``LEDGER_DSN``/``LEDGER_SCHEMA`` to the ledger tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from aiosched import Event, EventType, Scheduler, StoreError
+
+from ._tasks import CURRENT
+
+
+def say(**data: Any) -> None:
+    print(json.dumps(data, default=str), flush=True)  # noqa: T201 - stdout is this node's report to the test
+
+
+def on_submitted(event: Event) -> None:
+    if event.run is not None:  # called in the run's own task, right before the task itself
+        CURRENT.set((event.run.schedule_id, event.run.fire_time))
+
+
+async def commands(scheduler: Scheduler, stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while not stop.is_set():
+        line = (await reader.readline()).decode().split()
+        if not line or line[0] == "stop":
+            stop.set()
+        elif line[0] == "pause":
+            await scheduler.pause_job(line[1])
+            say(paused=line[1], at=datetime.now(UTC).isoformat())
+        elif line[0] == "stats":
+            store: Any = scheduler.store
+            say(healthy=scheduler.store_healthy, ping=await store.ping(), stats=dict(getattr(store, "stats", {})))
+
+
+async def main(url: str, node_id: str, max_sleep: float) -> int:
+    os.environ["NODE_ID"] = node_id
+    scheduler = Scheduler(store=url, node_id=node_id, timezone="UTC", max_sleep=max_sleep)
+    scheduler.add_listener(on_submitted, [EventType.SUBMITTED])
+    try:
+        await scheduler.start()
+    except StoreError as exc:
+        say(error=str(exc))
+        return 3
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    reading = loop.create_task(commands(scheduler, stop))
+    say(ready=node_id)
+    await stop.wait()
+    reading.cancel()
+    await scheduler.shutdown(grace=5)
+    say(stopped=node_id)
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format=f"{sys.argv[2]} %(levelname)s %(name)s: %(message)s")
+    sys.exit(asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else 30.0)))
