@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "run-once":
             return asyncio.run(_run_once(config, args.name))
         return asyncio.run(_serve(config))
-    except AioschedError as exc:
+    except (AioschedError, OSError) as exc:  # OSError: the API's port is taken, a path is unusable
         logger.error("%s", exc)
         return 1
 
