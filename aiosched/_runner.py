@@ -26,7 +26,7 @@ import anyio.to_thread
 from ._clock import Clock
 from .events import Event, EventBus, EventType
 from .exceptions import AttemptTimeout, SkipRun
-from .executors import Executor, is_async_callable
+from .executors import Executor, NotStarted, is_async_callable
 from .loader import callable_name
 from .models import Overlap, RunRecord, RunState, Schedule
 from .stores.base import Store
@@ -236,6 +236,10 @@ class Runner:
         """Runs of this schedule in flight on this node (including retries and queued chains)."""
         return len(self._active.get(schedule_id, ()))
 
+    def running_counts(self) -> dict[str, int]:
+        """Runs in flight on this node by schedule id."""
+        return {sid: len(tasks) for sid, tasks in self._active.items()}
+
     def admit(
         self,
         schedule: Schedule,
@@ -260,7 +264,8 @@ class Runner:
         if busy < policy.max_instances or policy.overlap is Overlap.CANCEL_OTHER:
             self._reserved[sid] = self._reserved.get(sid, 0) + 1
             records = [RunRecord(schedule_id=sid, fire_time=first, state=RunState.RUNNING, node=node, manual=manual)]
-            records += [RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node) for t in rest]
+            if rest:  # a catch-up chain (catchup: all)
+                records += [RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node) for t in rest]
             return Plan(schedule, records, records, starts=True)
         records = []
         chain = []
@@ -552,6 +557,9 @@ class Runner:
                 result = await executor.call(
                     call, schedule.args, schedule.kwargs, timeout=policy.timeout, task_ref=schedule.task_ref
                 )
+            except NotStarted:  # it waited for a slot and shutdown began meanwhile: no attempt was made
+                record.attempt -= 1
+                return _Ending(RunState.CANCELLED, reason=_NOT_STARTED)
             except SkipRun as exc:
                 return _Ending(RunState.SKIPPED, reason=str(exc) or "skipped by the task")
             except Exception as exc:

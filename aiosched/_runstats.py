@@ -10,7 +10,7 @@ own HTTP server) and then sees a snapshot that is at most a few updates old.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Final
 
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -87,33 +87,28 @@ class _Histogram:
 class TaskStats:
     """The numbers of one ``task_name``."""
 
-    __slots__ = ("active", "duration", "executions", "last_success", "lateness", "misfires", "retries", "skipped")
+    __slots__ = ("duration", "executions", "last_success", "lateness", "misfires", "retries", "skipped")
 
     def __init__(self) -> None:
         self.executions = [0] * len(STATUSES)
         self.skipped = [0] * len(SKIP_REASONS)
         self.retries = 0
         self.misfires = 0
-        self.active = 0
         self.duration = _Histogram(DURATION_BUCKETS, _DURATION_LE)
         self.lateness = _Histogram(LATENESS_BUCKETS, _LATENESS_LE)
         self.last_success = 0.0  # 0: no success seen; the series is left out then (0 would read "1970")
 
-    def submitted(self, run: RunRecord) -> None:
-        self.active += 1
-        if run.lateness is not None:
-            self.lateness.observe(run.lateness if run.lateness > 0 else 0.0)
-
-    def final(self, run: RunRecord, was_active: bool) -> None:
+    def final(self, run: RunRecord) -> None:
         index = _STATUS_INDEX.get(run.state)
         if index is None:  # not a final state (never emitted so)
             return
         self.executions[index] += 1
-        if was_active:
-            self.active -= 1
         started, ended = run.started_at, run.ended_at
-        if started is not None and ended is not None:
-            self.duration.observe((ended - started).total_seconds())
+        if started is not None:  # it ran: its lateness is start minus fire time
+            lateness = run.lateness or 0.0
+            self.lateness.observe(lateness if lateness > 0 else 0.0)
+            if ended is not None:
+                self.duration.observe((ended - started).total_seconds())
         if index == _SUCCEEDED:
             if ended is not None:
                 stamp = ended.timestamp()
@@ -128,9 +123,10 @@ class TaskStats:
 class RunStats(Collector):
     """A Prometheus collector over :class:`TaskStats` by task name (at most ``max_tasks`` names)."""
 
-    def __init__(self, max_tasks: int) -> None:
+    def __init__(self, max_tasks: int, *, active: Callable[[], Mapping[str, int]]) -> None:
         self.tasks: dict[str, TaskStats] = {}
         self._max_tasks = max_tasks
+        self._active = active  # runs in flight by schedule id, read at scrape time
 
     def task(self, name: str) -> TaskStats:
         """The stats of ``name`` (those of ``_other`` once ``max_tasks`` names are in use)."""
@@ -151,6 +147,10 @@ class RunStats(Collector):
         """The families with one sample set per task name."""
         families = _families()
         executions, duration, active, lateness, retries, misfires, skipped, last_success = families
+        in_flight: dict[str, int] = {}
+        for name, count in self._active().items():
+            key = name if name in self.tasks or len(self.tasks) < self._max_tasks else OTHER_TASKS
+            in_flight[key] = in_flight.get(key, 0) + count
         for name, stats in list(self.tasks.items()):
             task = (name,)
             for status, count in zip(_STATUS_NAMES, list(stats.executions), strict=True):
@@ -159,7 +159,7 @@ class RunStats(Collector):
                 skipped.add_metric((name, reason), count)
             duration.add_metric(task, stats.duration.buckets(), stats.duration.sum)
             lateness.add_metric(task, stats.lateness.buckets(), stats.lateness.sum)
-            active.add_metric(task, stats.active)
+            active.add_metric(task, in_flight.get(name, 0))
             retries.add_metric(task, stats.retries)
             misfires.add_metric(task, stats.misfires)
             if stats.last_success:

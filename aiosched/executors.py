@@ -44,12 +44,14 @@ import anyio.to_process
 import anyio.to_thread
 from anyio import BrokenWorkerProcess, CapacityLimiter
 
-from aiosched.exceptions import AttemptTimeout, ScheduleError
+from aiosched.exceptions import AioschedError, AttemptTimeout, ScheduleError
+from aiosched.task import should_stop
 
 __all__ = [
     "AsyncExecutor",
     "Executor",
     "ExecutorKind",
+    "NotStarted",
     "ProcessExecutor",
     "ThreadExecutor",
     "build_executors",
@@ -134,6 +136,19 @@ def _bind(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+class NotStarted(AioschedError):
+    """An attempt got its slot after the scheduler began shutting down, so the task was not called.
+
+    (A run that waited for a free slot must not start its task during shutdown, RELIABILITY S13.)
+    """
+
+
+def _check_start(waited: bool) -> None:
+    """Called with the slot held, just before the task: if it had to wait for the slot, not once shutdown began."""
+    if waited and should_stop():
+        raise NotStarted("the scheduler began shutting down while the run waited for a free slot")
+
+
 def _describe(func: Callable[..., Any], task_ref: str | None) -> str:
     if task_ref:
         return task_ref
@@ -191,7 +206,9 @@ class AsyncExecutor:
                 " only async tasks (use 'threadpool' for a plain def)",
                 field="executor",
             )
+        waited = self._semaphore.locked()
         async with self._semaphore:
+            _check_start(waited)
             self._active += 1
             try:
                 target = _bind(func)
@@ -283,7 +300,9 @@ class ThreadExecutor:
         """Run ``func(*args, **kwargs)`` in a worker thread; see the class docstring."""
         state = _ThreadCall()
         run = functools.partial(self._run_in_thread, state, task_ref, func, args, dict(kwargs))
+        waited = self._limiter.available_tokens < 1
         async with self._limiter:
+            _check_start(waited)
             deadline = asyncio.timeout(timeout)
             try:
                 async with deadline:
@@ -429,7 +448,9 @@ class ProcessExecutor:
             raise RuntimeError(
                 f"task {task_ref!r}: its arguments cannot be pickled for a worker process: {exc}"
             ) from exc
+        waited = self._limiter.available_tokens < 1
         async with self._limiter:
+            _check_start(waited)
             deadline = asyncio.timeout(timeout)
             try:
                 async with deadline:

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -40,8 +40,9 @@ __all__ = ["CONTENT_TYPE_LATEST", "OTHER_TASKS", "SKIP_REASONS", "STATUSES", "Sc
 
 logger = logging.getLogger("aiosched.metrics")
 
+# No SUBMITTED: lateness is read from the final record and the active gauge from the
+# runner at scrape time, so a run costs the metrics one event, not two.
 _RUN_EVENTS = (
-    EventType.SUBMITTED,
     EventType.EXECUTED,
     EventType.ERROR,
     EventType.RETRY,
@@ -51,6 +52,9 @@ _RUN_EVENTS = (
     EventType.ABANDONED,
 )
 _STATE_EVENTS = (EventType.STARTED, EventType.SHUTDOWN)
+
+
+_SEED_RUNS = 10_000  # recent successes read once to seed last-success times after a restart
 
 
 class SchedulerMetrics:
@@ -89,8 +93,7 @@ class SchedulerMetrics:
         self._refresh_interval = refresh_interval
         self._max_tasks = max_tasks
         self._on_stall = on_stall
-        self.runs = RunStats(max_tasks)
-        self._in_flight: set[tuple[str, Any]] = set()
+        self.runs = RunStats(max_tasks, active=scheduler.running_counts)
         self._next_fire_labels: set[str] = set()
         self._seeded: set[str] = set()  # schedules whose last success was looked up in the history
         self._watchdog: LoopWatchdog | None = None
@@ -127,18 +130,10 @@ class SchedulerMetrics:
                 self.state.state("stopped")
             return
         stats = self.runs.task(run.schedule_id)
-        kind = event.type
-        if kind is EventType.SUBMITTED:
-            self._in_flight.add((run.schedule_id, run.fire_time))
-            stats.submitted(run)
-        elif kind is EventType.RETRY:
+        if event.type is EventType.RETRY:
             stats.retries += 1
         else:
-            key = (run.schedule_id, run.fire_time)
-            started = key in self._in_flight
-            if started:
-                self._in_flight.discard(key)
-            stats.final(run, started)
+            stats.final(run)
 
     # -- schedule gauges -----------------------------------------------------------
 
@@ -165,11 +160,11 @@ class SchedulerMetrics:
                 "node_id": s.node_id,
             }
         )
+        unseeded = [job.id for job in jobs if job.id not in self._seeded]
+        if unseeded:
+            await self._seed_last_success(unseeded)
         seen: set[str] = set()
         for job in jobs:
-            if job.id not in self._seeded:
-                await self._seed_last_success(job.id)
-                await asyncio.sleep(0)  # one history query per schedule, once: let the loop breathe between them
             if job.paused or job.next_fire_time is None or (job.id not in self.runs.tasks and self._full()):
                 continue
             seen.add(job.id)
@@ -179,17 +174,23 @@ class SchedulerMetrics:
                 self.next_fire.remove(gone)
         self._next_fire_labels = seen
 
-    async def _seed_last_success(self, schedule_id: str) -> None:
-        """After a restart, take the last success from the run history (once per schedule)."""
-        self._seeded.add(schedule_id)
+    async def _seed_last_success(self, schedule_ids: list[str]) -> None:
+        """After a restart, take the last successes from the run history (once per schedule).
+
+        One history query for all of them (newest first), not one per schedule.
+        """
+        self._seeded.update(schedule_ids)
+        wanted = set(schedule_ids)
         try:
-            runs = await self.scheduler.get_runs(schedule_id=schedule_id, states=[RunState.SUCCEEDED], limit=1)
+            runs = await self.scheduler.get_runs(states=[RunState.SUCCEEDED], limit=_SEED_RUNS)
         except Exception:
-            logger.exception("metrics: could not read the last success of %s", schedule_id)
+            logger.exception("metrics: could not read the last successes from the run history")
             return
-        if runs and runs[0].ended_at is not None:
-            stats = self.runs.task(schedule_id)
-            stats.last_success = max(stats.last_success, runs[0].ended_at.timestamp())
+        for run in runs:
+            if run.schedule_id in wanted and run.ended_at is not None:
+                wanted.discard(run.schedule_id)
+                stats = self.runs.task(run.schedule_id)
+                stats.last_success = max(stats.last_success, run.ended_at.timestamp())
 
     def _full(self) -> bool:
         return len(self.runs.tasks) >= self._max_tasks

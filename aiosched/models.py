@@ -6,6 +6,7 @@ All are frozen; change them with :func:`dataclasses.replace`. Datetimes are awar
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
@@ -32,8 +33,9 @@ class RunState(enum.StrEnum):
     SKIPPED = "skipped"
     ABANDONED = "abandoned"
 
-    @property
-    def is_final(self) -> bool:
+    @functools.cached_property
+    def is_final(self) -> bool:  # cached per member: it is asked several times per fire
+        """Whether the run is over (neither queued nor running)."""
         return self not in (RunState.QUEUED, RunState.RUNNING)
 
 

@@ -417,6 +417,10 @@ class Scheduler:
         """Runs of this schedule in flight in this process."""
         return self._runner.running_count(id)
 
+    def running_counts(self) -> dict[str, int]:
+        """Runs in flight in this process, by schedule id (only schedules with some)."""
+        return self._runner.running_counts()
+
     async def get_runs(
         self,
         *,
