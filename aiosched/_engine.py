@@ -148,6 +148,11 @@ class Engine:
                 self.health.failed(exc)
                 await self._back_off()
                 continue
+            except Exception:  # a bug must not silently end firing either: log it, back off, go on
+                logger.exception("the engine failed to dispatch; retrying")
+                self.health.failures += 1
+                await self._back_off()
+                continue
             self.health.ok()
             if claims:
                 await asyncio.sleep(0)  # let the runs just started take their first step
@@ -195,14 +200,19 @@ class Engine:
             first = claim.next_fire_time
             assert first is not None
             trigger = schedule.trigger
-            following = trigger.next_fire_time(first, now)
-            if following is not None and following <= now:
-                times, truncated, following = trigger.due_fire_times(first, now, schedule.policy.max_catchup)
-                if truncated:
-                    self._report_truncated(schedule, truncated)
-                runnable = self._decide(schedule, times, now, records)
-            else:
-                runnable = self._on_time(schedule, first, now, records)
+            try:
+                following = trigger.next_fire_time(first, now)
+                if following is not None and following <= now:
+                    times, truncated, following = trigger.due_fire_times(first, now, schedule.policy.max_catchup)
+                    if truncated:
+                        self._report_truncated(schedule, truncated)
+                    runnable = self._decide(schedule, times, now, records)
+                else:
+                    runnable = self._on_time(schedule, first, now, records)
+            except Exception:  # one broken schedule must not stop the others: it stops firing, loudly
+                logger.exception("schedule %s: cannot compute its fire times; it will not fire again", schedule.id)
+                releases.append(Release(claim, None))
+                continue
             releases.append(Release(claim, following))
             if runnable:
                 plan = runner.admit(schedule, runnable, now, elsewhere=claim.running_elsewhere)

@@ -394,3 +394,25 @@ async def test_idle_engine_does_not_wake_up(make_scheduler: SchedulerFactory) ->
     before = s2.engine.wakeups
     await asyncio.sleep(1.0)
     assert s2.engine.wakeups == before
+
+
+async def test_a_schedule_whose_trigger_breaks_does_not_stop_the_others(
+    make_scheduler: SchedulerFactory, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    from apscheduler.triggers.base import BaseTrigger  # type: ignore[import-untyped]
+
+    class Broken(BaseTrigger):  # type: ignore[misc]
+        def get_next_fire_time(self, previous: datetime | None, now: datetime) -> datetime:
+            if previous is not None:
+                raise RuntimeError("trigger bug")
+            return START + timedelta(seconds=1)
+
+    s, rec = await make_scheduler(clock=clock)
+    await s.add_job(noop, Broken(), id="broken")
+    await s.add_job(noop, "interval", seconds=1, id="fine")
+    for n in range(1, 4):
+        clock.advance(1)
+        await rec.wait_runs(n, "fine")
+    assert "schedule broken: cannot compute its fire times" in caplog.text
+    assert (await s.get_job("broken")).next_fire_time is None
+    assert s.running
