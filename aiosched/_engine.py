@@ -170,6 +170,9 @@ class Engine:
             delay = min(delay, (next_time - self._clock.now()).total_seconds())
         if delay <= 0 or self._stopping:
             return
+        # a sub-millisecond sleep costs a loop pass for nothing (uvloop's timers are 1 ms anyway):
+        # fires due within the next millisecond are taken together, at most 1 ms late
+        delay = max(delay, 0.001)
         if self._idle_waiters and not self._wake.is_set():
             for waiter in self._idle_waiters:
                 if not waiter.done():

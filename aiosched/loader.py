@@ -31,11 +31,19 @@ def resolve(ref: str, *, schedule_id: str | None = None) -> Any:
 
 
 def reference_of(func: Any) -> str | None:
-    """The importable reference of ``func``, or ``None`` if it has none.
+    """The importable reference of ``func``, or ``None`` if it has none (memoised).
 
     A function defined at module level (or a class, or a method reachable by qualname)
     has one; a lambda, a closure, a partial or a bound method of an instance does not.
     """
+    try:
+        return _reference_of(func)
+    except TypeError:  # unhashable callable: work it out each time
+        return _reference_of.__wrapped__(func)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reference_of(func: Any) -> str | None:
     if isinstance(func, functools.partial) or inspect.ismethod(func):
         return None
     module = getattr(func, "__module__", None)

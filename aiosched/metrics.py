@@ -164,9 +164,13 @@ class SchedulerMetrics:
         if unseeded:
             await self._seed_last_success(unseeded)
         seen: set[str] = set()
-        for job in jobs:
-            if job.paused or job.next_fire_time is None or (job.id not in self.runs.tasks and self._full()):
+        for n, job in enumerate(jobs, 1):
+            if n % 500 == 0:
+                await asyncio.sleep(0)  # thousands of schedules: let the loop breathe between chunks
+            if job.paused or job.next_fire_time is None:
                 continue
+            if len(seen) >= self._max_tasks and job.id not in self._next_fire_labels:
+                continue  # the label set is capped like the run counters
             seen.add(job.id)
             self.next_fire.labels(job.id).set(job.next_fire_time.timestamp())
         for gone in self._next_fire_labels - seen:

@@ -727,9 +727,9 @@ async def test_buffer_one_starts_the_queued_fire_when_the_slot_frees(make_schedu
     first, second = [r for r in rec.final_runs("b") if r.state is RunState.SUCCEEDED][:2]
     assert second.fire_time - first.fire_time == timedelta(seconds=0.2)
     gap = (second.started_at - first.ended_at).total_seconds()
-    assert 0 <= gap < 0.005
+    assert 0 <= gap < 0.02  # the slot frees and the queued fire starts in the same loop pass, bar load
     # it waited for the first run: lateness = what the first took beyond the fire interval
-    assert second.lateness == pytest.approx(first.duration - 0.2, abs=0.01)
+    assert second.lateness == pytest.approx(first.duration - 0.2, abs=0.02)
 
 
 async def test_a_retry_holds_its_max_instances_slot(make_scheduler: SchedulerFactory, clock: FakeClock) -> None:
