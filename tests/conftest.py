@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -77,7 +78,17 @@ async def make_scheduler() -> AsyncIterator[SchedulerFactory]:
         await scheduler.shutdown(wait=False)
 
 
-async def settle(rounds: int = 5) -> None:
-    """Let already-scheduled callbacks and tasks run (no time passes on a fake clock)."""
-    for _ in range(rounds):
-        await asyncio.sleep(0)
+async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll a condition another thread or process makes true (no event announces it)."""
+    async with asyncio.timeout(within):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

@@ -26,18 +26,11 @@ from aiosched.executors import (
     build_executors,
     is_async_callable,
 )
+from tests.conftest import pid_alive
 
 from . import _proc_tasks
 
 REF = "tests._proc_tasks"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def wait_until(predicate: Callable[[], bool], within: float = 5.0) -> float:

@@ -34,7 +34,7 @@ from aiosched import (
 from aiosched.decorators import log_execution, monitor_task, rate_limit, timeout
 
 from . import _proc_tasks
-from .conftest import START, SchedulerFactory
+from .conftest import START, SchedulerFactory, pid_alive, until
 
 PROC = "tests._proc_tasks"
 
@@ -46,21 +46,6 @@ async def run_now(s: Scheduler, func: Any, *, id: str, **options: Any) -> RunRec
     """Add ``func`` as a paused schedule and run it once now; return its final record."""
     await s.add_job(func, id=id, paused=True, **options)
     return await s.run_job(id, wait=True)
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll a condition another thread or process makes true (no event announces it)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:

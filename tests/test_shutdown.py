@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,24 +13,9 @@ import pytest
 import aiosched
 from aiosched import BaseTask, EventType, FakeClock, RunRecord, RunState, Scheduler, SchedulerNotRunning
 
-from .conftest import START, SchedulerFactory
+from .conftest import START, SchedulerFactory, pid_alive, until
 
 PROC = "tests._proc_tasks"
-
-
-async def until(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll a condition another thread or process makes true (no event announces it)."""
-    async with asyncio.timeout(within):
-        while not predicate():
-            await asyncio.sleep(0.005)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 async def start_paused(s: Scheduler, func: object, id: str, **options: object) -> RunRecord:
