@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .app import build_scheduler, install_tasks
@@ -91,11 +93,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.logging.level, config.logging.format)
     try:
         if command == "run-once":
-            return asyncio.run(_run_once(config, args.name))
-        return asyncio.run(_serve(config))
+            return _run(_run_once(config, args.name))
+        return _run(_serve(config))
     except (AioschedError, OSError) as exc:  # OSError: the API's port is taken, a path is unusable
         logger.error("%s", exc)
         return 1
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run the command's coroutine on uvloop when it is installed (``aiosched[uvloop]``).
+
+    ``AIOSCHED_LOOP=asyncio`` keeps the standard loop. Only the command chooses a loop;
+    the library runs on whatever loop it is given.
+    """
+    factory = None
+    if os.environ.get("AIOSCHED_LOOP", "auto") != "asyncio":
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
 
 
 def _list(config: Config) -> int:
