@@ -17,15 +17,12 @@ class Clock(Protocol):
 
     def now(self) -> datetime:
         """The wall clock as an aware UTC datetime."""
-        ...
 
     def monotonic(self) -> float:
         """Seconds on a clock that never goes back."""
-        ...
 
     def on_change(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever the clock is moved by other means than time passing."""
-        ...
 
 
 class SystemClock:

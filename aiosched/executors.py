@@ -79,7 +79,6 @@ class Executor(Protocol):
     @property
     def active(self) -> int:
         """Attempts currently running in it (holding a slot)."""
-        ...
 
     async def call(
         self,
@@ -97,11 +96,9 @@ class Executor(Protocol):
         (``"package.module:qualname"``) names the task in logs and is what the process
         executor imports in its worker.
         """
-        ...
 
     async def shutdown(self) -> None:
         """Release what the executor holds; attempts still running are not waited for."""
-        ...
 
 
 def is_async_callable(obj: Any) -> bool:
