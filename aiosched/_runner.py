@@ -35,7 +35,7 @@ from .task import BaseTask, _stop_flag, is_task_class
 logger = logging.getLogger("aiosched.runs")
 
 RESULT_LIMIT = 500
-DRAIN_TIMEOUT = 30.0  # at shutdown, how long unwritten run records wait for an unreachable store
+DRAIN_TIMEOUT = 10.0  # at shutdown, how long unwritten run records wait for an unreachable store
 ERROR_LINES = 5
 """Error lines ("run end: ... state=failed|timed_out") logged per schedule per ERROR_WINDOW; more are counted."""
 ERROR_WINDOW = 60.0
