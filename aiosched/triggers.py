@@ -35,6 +35,7 @@ from __future__ import annotations
 import difflib
 import logging
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -124,7 +125,7 @@ class TriggerSpec:
         return cls(d["type"], _plain(args or {}), zone)
 
 
-class Trigger:
+class Trigger(ABC):
     """One built APScheduler trigger with aiosched's wall-clock rules; all results are aware UTC.
 
     Attributes:
@@ -144,9 +145,9 @@ class Trigger:
         """The zone wall times are read in."""
         return self._tz
 
+    @abstractmethod
     def _next(self, t: datetime, strict: bool) -> datetime | None:
         """First fire time ``>= t`` (``> t`` when ``strict``), or ``None``."""
-        raise NotImplementedError
 
     def next_fire_time(self, previous: datetime | None, now: datetime) -> datetime | None:
         """Return the next fire time, without jitter.
