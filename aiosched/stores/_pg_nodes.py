@@ -97,6 +97,7 @@ async def settle(
     own: bool,
     others: bool,
     recoverable: Callable[[set[str]], Awaitable[set[str]]],
+    now: datetime | None = None,
 ) -> list[RunRecord]:
     """Settle the runs in flight of dead or vanished nodes (``others``) and our own earlier ones (``own``).
 
@@ -106,6 +107,7 @@ async def settle(
     another survivor are skipped (it settles them). ``recoverable(ids)`` returns, of the
     given schedule ids, those that exist, load, and say ``recover: true``. Returns the
     settled runs, oldest fire time first; re-runs are still in flight and now this node's.
+    ``now`` (the database's time as this node knows it) stamps the abandoned runs' end.
     """
     async with conn.transaction():
         dead = [r[0] for r in await conn.fetch(sql.dead_nodes, lease, node_id)] if others else []
@@ -114,7 +116,7 @@ async def settle(
             return []
         records = [run_from_values(tuple(row), _same) for row in rows]
         again_ids = await recoverable({r.schedule_id for r in records}) if records else set()
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         for record in records:
             previous = record.node
             if record.state is RunState.RUNNING:  # the attempt in flight counts as made

@@ -36,6 +36,7 @@ class Node:
         self.node_id = node_id
         self.proc = proc
         self.lines: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.port: int | None = None  # its management API's, when started with NODE_API=1
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
@@ -99,7 +100,7 @@ class Cluster:
             CREATE SCHEMA IF NOT EXISTS {s};
             CREATE TABLE IF NOT EXISTS {s}.ledger (
                 schedule_id text NOT NULL, fire_time timestamptz NOT NULL, node text NOT NULL,
-                at timestamptz NOT NULL DEFAULT clock_timestamp());
+                at timestamptz NOT NULL DEFAULT clock_timestamp(), pid int);
             CREATE TABLE IF NOT EXISTS {s}.counters (running int NOT NULL, peak int NOT NULL);
             INSERT INTO {s}.counters VALUES (0, 0);
             """
@@ -122,8 +123,17 @@ class Cluster:
             finally:
                 await self.db.close()
 
-    async def start(self, node_id: str, *, max_sleep: float = 30.0, ready: bool = True) -> Node:
-        env = {**os.environ, "LEDGER_DSN": self.ledger_dsn, "LEDGER_SCHEMA": self.ledger_schema}
+    async def start(
+        self,
+        node_id: str,
+        *,
+        max_sleep: float = 30.0,
+        ready: bool = True,
+        env: dict[str, str] | None = None,
+        stderr: Any = None,
+    ) -> Node:
+        """Start a node (``env`` adds to the environment: ``NODE_API``, libfaketime, ...)."""
+        env = {**os.environ, "LEDGER_DSN": self.ledger_dsn, "LEDGER_SCHEMA": self.ledger_schema, **(env or {})}
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -135,12 +145,14 @@ class Cluster:
             env=env,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
         )
         node = Node(node_id, proc)
         self.nodes.append(node)
         if ready:
             line = await node.expect("ready")
             assert "ready" in line, line
+            node.port = line.get("port")
         return node
 
     async def query(self, sql: str, *args: Any) -> list[Any]:

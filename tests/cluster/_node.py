@@ -5,7 +5,10 @@ lines (flushed): ``{"ready": node_id}`` once started, or ``{"error": ...}`` and 
 if the store refuses it. It reads commands from stdin, one per line, answering each:
 ``pause ID`` → ``{"paused": ID, "at": ISO}`` (after the commit), ``stats`` →
 ``{"healthy": bool, "stats": {...}}``, ``stop`` → graceful shutdown (as SIGTERM). The
-environment gives ``LEDGER_DSN``/``LEDGER_SCHEMA`` to the ledger tasks.
+environment gives ``LEDGER_DSN``/``LEDGER_SCHEMA`` to the ledger tasks, and optionally:
+``NODE_API=1`` serves the management API and ``/metrics`` on a free loopback port (named
+in the ready line as ``"port"``); ``NODE_ENGINE=0`` opens the store and serves the API
+without starting the engine (a node that changes schedules but never claims them).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiosched import Event, EventType, Scheduler, StoreError
+from aiosched.config import ApiConfig
+from aiosched.metrics import SchedulerMetrics
+from aiosched.web import serve
 
 from ._tasks import CURRENT
 
@@ -46,15 +52,20 @@ async def commands(scheduler: Scheduler, stop: asyncio.Event) -> None:
             say(paused=line[1], at=datetime.now(UTC).isoformat())
         elif line[0] == "stats":
             store: Any = scheduler.store
-            say(healthy=scheduler.store_healthy, ping=await store.ping(), stats=dict(getattr(store, "stats", {})))
+            stats = {**getattr(store, "stats", {}), "clock_offset": store.clock_offset}
+            say(healthy=scheduler.store_healthy, ping=await store.ping(), stats=stats)
 
 
 async def main(url: str, node_id: str, max_sleep: float) -> int:
     os.environ["NODE_ID"] = node_id
     scheduler = Scheduler(store=url, node_id=node_id, timezone="UTC", max_sleep=max_sleep)
     scheduler.add_listener(on_submitted, [EventType.SUBMITTED])
+    metrics = SchedulerMetrics(scheduler) if os.environ.get("NODE_API") == "1" else None
     try:
-        await scheduler.start()
+        if os.environ.get("NODE_ENGINE", "1") == "1":
+            await scheduler.start()
+        else:
+            await scheduler.get_jobs()  # opens the store (registers the node) without firing anything
     except StoreError as exc:
         say(error=str(exc))
         return 3
@@ -62,10 +73,18 @@ async def main(url: str, node_id: str, max_sleep: float) -> int:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     reading = loop.create_task(commands(scheduler, stop))
-    say(ready=node_id)
+    server = None
+    if metrics is not None:
+        await metrics.start()
+        server = await serve(scheduler, ApiConfig(enabled=True, port=0), metrics)
+    say(ready=node_id, port=server.port if server is not None else None, pid=os.getpid())
     await stop.wait()
     reading.cancel()
     await scheduler.shutdown(grace=5)
+    if server is not None:
+        await server.close()
+    if metrics is not None:
+        await metrics.close()
     say(stopped=node_id)
     return 0
 

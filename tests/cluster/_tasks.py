@@ -53,10 +53,11 @@ async def record_start() -> None:
     assert current is not None, "the node script sets CURRENT for every run"
     sid, fire = current
     await _write(
-        f"INSERT INTO {_table('ledger')} (schedule_id, fire_time, node) VALUES ($1, $2, $3)",
+        f"INSERT INTO {_table('ledger')} (schedule_id, fire_time, node, pid) VALUES ($1, $2, $3, $4)",
         sid,
         fire,
         os.environ["NODE_ID"],
+        os.getpid(),
     )
 
 
