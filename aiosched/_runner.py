@@ -9,6 +9,7 @@ a run state. Nothing a task does escapes the runner except cancellation.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 import logging
@@ -19,6 +20,8 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from inspect import CO_COROUTINE
+from types import FunctionType
 from typing import Any
 
 import anyio.to_thread
@@ -26,7 +29,7 @@ import anyio.to_thread
 from ._clock import Clock
 from .events import Event, EventBus, EventType
 from .exceptions import AttemptTimeout, SkipRun
-from .executors import Executor, NotStarted, is_async_callable
+from .executors import AsyncExecutor, Executor, NotStarted, is_async_callable
 from .loader import callable_name
 from .models import Overlap, RunRecord, RunState, Schedule
 from .stores.base import Store
@@ -219,7 +222,9 @@ class Runner:
         self._bus = bus
         self._clock = clock
         self._node = node_id
-        self._active: dict[str, dict[asyncio.Task[None], None]] = {}  # per schedule, oldest run first
+        # every run in flight, oldest first: its task and the records it carries; and how many per schedule
+        self._runs: dict[asyncio.Task[None], list[RunRecord]] = {}
+        self._counts: dict[str, int] = {}
         self._reserved: dict[str, int] = {}
         self._buffered: dict[str, Plan] = {}
         self._cancel_reasons: dict[asyncio.Task[None], str] = {}
@@ -229,16 +234,22 @@ class Runner:
         self.writer = RecordWriter(store)
         self.stop_flag = threading.Event()
         self._error_lines = ErrorLines(clock)
+        self._context: contextvars.Context | None = None
+
+    def capture_context(self) -> None:
+        """Runs start in copies of the current context (the engine's), with the stop flag set."""
+        self._context = contextvars.copy_context()
+        self._context.run(_stop_flag.set, self.stop_flag)
 
     # -- admission ---------------------------------------------------------------
 
     def running_count(self, schedule_id: str) -> int:
         """Runs of this schedule in flight on this node (including retries and queued chains)."""
-        return len(self._active.get(schedule_id, ()))
+        return self._counts.get(schedule_id, 0)
 
     def running_counts(self) -> dict[str, int]:
         """Runs in flight on this node by schedule id."""
-        return {sid: len(tasks) for sid, tasks in self._active.items()}
+        return dict(self._counts)
 
     def admit(
         self,
@@ -258,14 +269,18 @@ class Runner:
         """
         sid = schedule.id
         policy = schedule.policy
-        busy = len(self._active.get(sid, ())) + self._reserved.get(sid, 0) + elsewhere
+        reserved = self._reserved.get(sid, 0)
+        busy = reserved + elsewhere + self._counts.get(sid, 0)
         node = self._node
-        first, rest = fire_times[0], fire_times[1:]
         if busy < policy.max_instances or policy.overlap is Overlap.CANCEL_OTHER:
-            self._reserved[sid] = self._reserved.get(sid, 0) + 1
-            records = [RunRecord(schedule_id=sid, fire_time=first, state=RunState.RUNNING, node=node, manual=manual)]
-            if rest:  # a catch-up chain (catchup: all)
-                records += [RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node) for t in rest]
+            self._reserved[sid] = reserved + 1
+            records = [
+                RunRecord(schedule_id=sid, fire_time=fire_times[0], state=RunState.RUNNING, node=node, manual=manual)
+            ]
+            if len(fire_times) > 1:  # a catch-up chain (catchup: all)
+                records += [
+                    RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node) for t in fire_times[1:]
+                ]
             return Plan(schedule, records, records, starts=True)
         records = []
         chain = []
@@ -321,7 +336,11 @@ class Runner:
         sid = plan.schedule.id
         chain = plan.chain if accepted is None else [r for r in plan.chain if id(r) in accepted]
         if plan.starts:
-            self._unreserve(sid)
+            left = self._reserved[sid] - 1
+            if left:
+                self._reserved[sid] = left
+            else:
+                del self._reserved[sid]
         elif self._buffered.get(sid) is plan and self._has_room(plan.schedule):
             del self._buffered[sid]
         else:
@@ -339,26 +358,36 @@ class Runner:
         return self._start(schedule, [record], cancel_others=False)
 
     def _has_room(self, schedule: Schedule) -> bool:
-        busy = len(self._active.get(schedule.id, ())) + self._reserved.get(schedule.id, 0)
+        busy = self._counts.get(schedule.id, 0) + self._reserved.get(schedule.id, 0)
         return busy < schedule.policy.max_instances
 
     def _start(self, schedule: Schedule, chain: list[RunRecord], *, cancel_others: bool) -> asyncio.Task[None]:
         sid = schedule.id
-        task = asyncio.get_running_loop().create_task(self._run_chain(schedule, chain, cancel_others))
-        active = self._active.get(sid)
-        if active is None:
-            active = self._active[sid] = {}
-        active[task] = None
-        task.add_done_callback(functools.partial(self._done, sid))
+        if cancel_others or len(chain) != 1 or not _is_plain(schedule, self._executors):
+            coro = self._run_chain(schedule, chain, cancel_others)
+        else:
+            coro = self._run_plain(schedule, chain[0])
+        if self._context is None:
+            self.capture_context()
+        assert self._context is not None
+        # a copy per run: what one task sets in a context variable stays its own
+        task = asyncio.get_running_loop().create_task(coro, context=self._context.copy())
+        self._runs[task] = chain
+        self._counts[sid] = self._counts.get(sid, 0) + 1
         return task
 
-    def _done(self, sid: str, task: asyncio.Task[None]) -> None:
-        self._cancel_reasons.pop(task, None)
-        active = self._active.get(sid)
-        if active is not None:
-            active.pop(task, None)
-            if not active:
-                del self._active[sid]
+    def _done(self, sid: str, task: asyncio.Task[Any] | None) -> None:
+        """A run's task is ending (called from its own ``finally``): free its slot, start a buffered fire."""
+        if self._cancel_reasons:
+            self._cancel_reasons.pop(task, None)  # type: ignore[arg-type]
+        if self._runs.pop(task, None) is not None:  # type: ignore[arg-type]
+            left = self._counts[sid] - 1
+            if left:
+                self._counts[sid] = left
+            else:
+                del self._counts[sid]
+        if not self._buffered:
+            return
         plan = self._buffered.get(sid)
         if plan is None or not plan.accepted or not self._has_room(plan.schedule):
             return
@@ -368,6 +397,25 @@ class Runner:
                 self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
         else:
             self._start(plan.schedule, plan.chain, cancel_others=False)
+
+    def _cancel(self, sid: str, task: asyncio.Task[None], reason: str, *, overwrite: bool = False) -> None:
+        """Cancel one run's task; its records end ``cancelled`` with ``reason``.
+
+        A task that has not taken its first step never runs its coroutine's body (so neither
+        its ``except`` nor its ``finally``): its records and its slot are settled here.
+        """
+        if overwrite:
+            self._cancel_reasons[task] = reason
+        else:
+            reason = self._cancel_reasons.setdefault(task, reason)
+        if inspect.getcoroutinestate(task.get_coro()) == inspect.CORO_CREATED:  # type: ignore[arg-type]
+            for record in self._runs.get(task, ()):
+                if not record.state.is_final:
+                    self._finish(record, RunState.CANCELLED, reason=reason)
+            task.cancel()
+            self._done(sid, task)
+        else:
+            task.cancel()
 
     async def wait_final(self, record: RunRecord) -> None:
         """Return once ``record`` (admitted by this runner) reaches a final state."""
@@ -381,14 +429,20 @@ class Runner:
     # -- cancellation and shutdown -------------------------------------------------
 
     def tasks(self) -> list[asyncio.Task[None]]:
-        return [task for tasks in self._active.values() for task in tasks]
+        return list(self._runs)
+
+    def _tasks_by_schedule(self) -> list[tuple[str, asyncio.Task[None]]]:
+        return [(chain[0].schedule_id, task) for task, chain in self._runs.items() if not task.done()]
+
+    def _tasks_of(self, sid: str) -> list[asyncio.Task[None]]:
+        """The runs of one schedule in flight, oldest first (a scan: only cancellations ask)."""
+        return [task for task, chain in self._runs.items() if chain[0].schedule_id == sid and not task.done()]
 
     async def cancel(self, schedule_id: str, reason: str, *, keep: asyncio.Task[Any] | None = None) -> int:
         """Cancel the in-flight runs of a schedule and wait until they are recorded."""
-        victims = [t for t in self._active.get(schedule_id, ()) if t is not keep and not t.done()]
+        victims = [t for t in self._tasks_of(schedule_id) if t is not keep]
         for task in victims:
-            self._cancel_reasons[task] = reason
-            task.cancel()
+            self._cancel(schedule_id, task, reason, overwrite=True)
         if victims:
             await asyncio.wait(victims)
         return len(victims)
@@ -399,10 +453,9 @@ class Runner:
         Each ends ``cancelled`` with ``reason`` once its task has unwound (a process run's
         worker is killed, a thread run abandoned). Await :meth:`shutdown` to wait for that.
         """
-        victims = [t for t in self.tasks() if not t.done()]
-        for task in victims:
-            self._cancel_reasons.setdefault(task, reason)
-            task.cancel()
+        victims = self._tasks_by_schedule()
+        for sid, task in victims:
+            self._cancel(sid, task, reason)
         return len(victims)
 
     def stop(self) -> None:
@@ -427,14 +480,13 @@ class Runner:
                 len(tasks),
             )
             await asyncio.wait(tasks, timeout=grace)
-        leftover = [t for t in self.tasks() if not t.done()]
+        leftover = self._tasks_by_schedule()
         if leftover:
             reason = f"cancelled by scheduler shutdown ({f'grace period of {grace:g}s over' if wait else 'wait=False'})"
             logger.warning("shutdown: cancelling %d run(s) still going", len(leftover))
-            for task in leftover:
-                self._cancel_reasons.setdefault(task, reason)
-                task.cancel()
-            await asyncio.wait(leftover)
+            for sid, task in leftover:
+                self._cancel(sid, task, reason)
+            await asyncio.wait([task for _, task in leftover])
         self._error_lines.flush()
         await self.writer.drain(timeout=DRAIN_TIMEOUT)
 
@@ -459,21 +511,19 @@ class Runner:
     async def _make_room(self, schedule: Schedule) -> None:
         """overlap: cancel_other: cancel the oldest runs of the schedule until this one fits in max_instances."""
         me = _current()
-        others = [t for t in self._active.get(schedule.id, ()) if t is not me and not t.done()]
+        others = [t for t in self._tasks_of(schedule.id) if t is not me]
         if len(others) < schedule.policy.max_instances:
             return
         alive = [t for t in others if t not in self._cancel_reasons]
         dying = [t for t in others if t in self._cancel_reasons]
         victims = alive[: max(0, len(alive) + 1 - schedule.policy.max_instances)]
         for task in victims:
-            self._cancel_reasons[task] = "cancelled by a newer fire (overlap: cancel_other)"
-            task.cancel()
+            self._cancel(schedule.id, task, "cancelled by a newer fire (overlap: cancel_other)", overwrite=True)
         await asyncio.wait([*victims, *dying])
 
     # -- one chain, one run --------------------------------------------------------
 
     async def _run_chain(self, schedule: Schedule, chain: list[RunRecord], cancel_others: bool) -> None:
-        token = _stop_flag.set(self.stop_flag)
         try:
             if cancel_others:
                 await self._make_room(schedule)
@@ -484,9 +534,7 @@ class Runner:
                 try:
                     await self._run(schedule, record)
                 except Exception as exc:  # the isolation boundary: no record may stay "running"
-                    logger.exception("run of schedule %s failed inside aiosched", schedule.id)
-                    if not record.state.is_final:
-                        self._finish(record, RunState.FAILED, error=_error_text(exc), tb=_traceback_text(exc))
+                    self._failed_inside(schedule, record, exc)
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get(_current(), "cancelled")
             for record in chain:
@@ -494,23 +542,73 @@ class Runner:
                     self._finish(record, RunState.CANCELLED, reason=reason)
             raise
         finally:
-            _stop_flag.reset(token)
+            self._done(schedule.id, asyncio.current_task())
+
+    async def _run_plain(self, schedule: Schedule, record: RunRecord) -> None:
+        """The common run in one coroutine: an ``async def`` on an async executor, one attempt,
+        no timeout, jitter or hooks (see :func:`_is_plain`); what :meth:`_run_chain` does, minus the layers.
+        """
+        try:
+            if self.stop_flag.is_set():
+                self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
+                return
+            if not self._begin(schedule, record):
+                return
+            record.attempt += 1  # (a recovered run carries on from its last attempt)
+            executor = self._executors[schedule.policy.executor]
+            assert isinstance(executor, AsyncExecutor) and schedule.func is not None, "see _is_plain"
+            try:
+                result = await executor.call_plain(schedule.func, schedule.args, schedule.kwargs)
+            except NotStarted:
+                record.attempt -= 1
+                self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
+            except SkipRun as exc:
+                self._finish(record, RunState.SKIPPED, reason=str(exc) or "skipped by the task")
+            except Exception as exc:
+                state = RunState.TIMED_OUT if isinstance(exc, AttemptTimeout) else RunState.FAILED
+                self._finish(record, state, error=_error_text(exc), tb=_traceback_text(exc))
+            else:
+                self._finish(record, RunState.SUCCEEDED, result=result)
+        except asyncio.CancelledError:
+            if not record.state.is_final:
+                self._finish(record, RunState.CANCELLED, reason=self._cancel_reasons.get(_current(), "cancelled"))
+            raise
+        except Exception as exc:  # the isolation boundary: no record may stay "running"
+            self._failed_inside(schedule, record, exc)
+        finally:
+            self._done(schedule.id, asyncio.current_task())
+
+    def _failed_inside(self, schedule: Schedule, record: RunRecord, exc: Exception) -> None:
+        logger.exception("run of schedule %s failed inside aiosched", schedule.id)
+        if not record.state.is_final:
+            self._finish(record, RunState.FAILED, error=_error_text(exc), tb=_traceback_text(exc))
+
+    def _begin(self, schedule: Schedule, record: RunRecord) -> bool:
+        """Mark the run started, or end it ``missed`` when it is past its grace (returns False then)."""
+        now = self._clock.now()
+        lateness = (now - record.fire_time).total_seconds()
+        grace = schedule.policy.misfire_grace_time
+        if grace is not None and lateness > grace and not record.manual and not record.attempt:
+            # (a recovered run, attempt >= 1, started on time once: it is re-run, not missed)
+            self._finish(record, RunState.MISSED, reason=f"started {lateness:.3f}s late (grace {grace}s)")
+            return False
+        record.state = RunState.RUNNING
+        record.started_at = now
+        record.lateness = lateness
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "run start: %s fire=%s attempt=%d", schedule.id, record.fire_time.isoformat(), record.attempt + 1
+            )
+        self._emit(EventType.SUBMITTED, record)
+        return True
 
     async def _run(self, schedule: Schedule, record: RunRecord) -> None:
         policy = schedule.policy
         if policy.jitter and not await self._pause(random.uniform(0, policy.jitter)):
             self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
             return
-        now = self._clock.now()
-        lateness = (now - record.fire_time).total_seconds()
-        grace = policy.misfire_grace_time
-        if grace is not None and lateness > grace and not record.manual and not record.attempt:
-            # (a recovered run, attempt >= 1, started on time once: it is re-run, not missed)
-            self._finish(record, RunState.MISSED, reason=f"started {lateness:.3f}s late (grace {grace}s)")
+        if not self._begin(schedule, record):
             return
-        record.state = RunState.RUNNING
-        record.started_at = now
-        record.lateness = lateness
         func = schedule.func
         assert func is not None, "schedules reach the runner resolved"
         try:
@@ -526,9 +624,6 @@ class Runner:
             return
         call: Callable[..., Any] = instance.execute if instance is not None else func
         executor = self._executor_for(schedule, call)
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("run start: %s fire=%s attempt=1", schedule.id, record.fire_time.isoformat())
-        self._emit(EventType.SUBMITTED, record)
         if instance is None:
             ending = await self._attempts(schedule, record, executor, call, None)
         else:
@@ -682,6 +777,20 @@ class Runner:
             # a final record no longer changes, so listeners may share it; a live one is snapshotted
             run = record if record.state.is_final else record.snapshot()
             self._bus.emit(Event(type=kind, schedule_id=record.schedule_id, run=run, detail=detail))
+
+
+def _is_plain(schedule: Schedule, executors: Mapping[str, Executor]) -> bool:
+    """Whether a fire of ``schedule`` can take :meth:`Runner._run_plain`: a plain ``async def``
+    on an async executor, with one attempt and no timeout or jitter."""
+    func, policy = schedule.func, schedule.policy
+    return (
+        type(func) is FunctionType
+        and bool(func.__code__.co_flags & CO_COROUTINE)
+        and policy.timeout is None
+        and not policy.jitter
+        and policy.retry.max_attempts == 1
+        and type(executors[policy.executor]) is AsyncExecutor
+    )
 
 
 def _current() -> asyncio.Task[Any]:

@@ -26,7 +26,7 @@ from typing import Any
 logger = logging.getLogger("aiosched.watchdog")
 
 _RUNNER_FILE = os.path.join("aiosched", "_runner.py")
-_RUNNER_FRAMES = frozenset({"_run", "_attempts", "_run_chain"})
+_RUNNER_FRAMES = frozenset({"_run", "_attempts", "_run_chain", "_run_plain"})
 STACK_LINES = 6
 
 

@@ -161,6 +161,8 @@ def test_run_fires_and_sigterm_waits_for_the_running_task(tmp_path: Path, env_fi
         proc.kill()
         proc.wait()
     assert any(markers.glob("end-*")), "the running task was not allowed to finish"
+    frozen = int(next(markers.glob("start-*")).read_text().rsplit(" ", 1)[1])
+    assert frozen > 1000, "start-up objects were not moved out of the cyclic GC's way"
     text = log.read_text()
     assert "run start: slow" in text and "state=succeeded" in text
     assert "SIGTERM: shutting down" in text and "scheduler shut down" in text
