@@ -98,6 +98,7 @@ class SchedulerMetrics:
         self._seeded: set[str] = set()  # schedules whose last success was looked up in the history
         self._watchdog: LoopWatchdog | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._refresh_failing = False
         self.stalls: list[Stall] = []  # the most recent ones, newest last (bounded)
         self._build(self.registry)
         self.state.state("running" if scheduler.running else "stopped")
@@ -117,6 +118,13 @@ class SchedulerMetrics:
         self.loop_stalls = Counter(
             "scheduler_loop_stalls_total", "Times the event loop did not answer in time.", registry=r
         )
+        store = self.scheduler.store
+        self.clock_offset = Gauge(
+            "aiosched_clock_offset_seconds",
+            "Seconds added to this node's clock to get the store's (the database's; 0 on a local store).",
+            registry=r,
+        )
+        self.clock_offset.set_function(lambda: store.clock_offset)
 
     # -- events (the hot path) ---------------------------------------------------
 
@@ -147,36 +155,45 @@ class SchedulerMetrics:
         s = self.scheduler
         self.state.state("running" if s.running else "stopped")
         try:
-            jobs = await s.get_jobs()
-        except Exception:
-            logger.exception("metrics: could not read the schedules")
+            upcoming = await s.store.next_fire_times()  # not get_jobs(): no Schedule built per schedule
+        except Exception as exc:
+            self._refresh_failed(exc)
             return
+        self._refresh_failing = False
         self.info.info(
             {
                 "version": __version__,
                 "timezone": str(s.timezone),
-                "jobs_count": str(len(jobs)),
+                "jobs_count": str(len(upcoming)),
                 "store": s.store.name,
                 "node_id": s.node_id,
             }
         )
-        unseeded = [job.id for job in jobs if job.id not in self._seeded]
+        unseeded = [sid for sid in upcoming if sid not in self._seeded]
         if unseeded:
             await self._seed_last_success(unseeded)
         seen: set[str] = set()
-        for n, job in enumerate(jobs, 1):
-            if n % 500 == 0:
+        for n, (sid, when) in enumerate(upcoming.items(), 1):
+            if n % 2000 == 0:
                 await asyncio.sleep(0)  # thousands of schedules: let the loop breathe between chunks
-            if job.paused or job.next_fire_time is None:
+            if when is None:
                 continue
-            if len(seen) >= self._max_tasks and job.id not in self._next_fire_labels:
+            if len(seen) >= self._max_tasks and sid not in self._next_fire_labels:
                 continue  # the label set is capped like the run counters
-            seen.add(job.id)
-            self.next_fire.labels(job.id).set(job.next_fire_time.timestamp())
+            seen.add(sid)
+            self.next_fire.labels(sid).set(when.timestamp())
         for gone in self._next_fire_labels - seen:
             with contextlib.suppress(KeyError):
                 self.next_fire.remove(gone)
         self._next_fire_labels = seen
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        """A refresh could not read the store: the traceback once, then one line per refresh until it can."""
+        if self._refresh_failing:
+            logger.warning("metrics: still cannot read the schedules: %s", exc)
+        else:
+            self._refresh_failing = True
+            logger.error("metrics: could not read the schedules; gauges keep their last values", exc_info=exc)
 
     async def _seed_last_success(self, schedule_ids: list[str]) -> None:
         """After a restart, take the last successes from the run history (once per schedule).

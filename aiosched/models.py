@@ -101,7 +101,7 @@ class Policy:
 DEFAULT_POLICY = Policy()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Schedule:
     """A task, when it fires, and how its runs are handled.
 
@@ -130,10 +130,104 @@ class Schedule:
     version: int = 0
     source: str = "runtime"
 
+    def __init__(
+        self,
+        *,
+        id: str,
+        name: str,
+        func: Callable[..., Any] | None,
+        task_ref: str | None,
+        trigger: Trigger,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] = EMPTY_KWARGS,
+        policy: Policy = DEFAULT_POLICY,
+        paused: bool = False,
+        next_fire_time: datetime | None = None,
+        version: int = 0,
+        source: str = "runtime",
+    ) -> None:
+        # The dataclass's own __init__ of a frozen class sets each field through
+        # object.__setattr__ (~4 us for 12 fields, a large part of an add); the slots'
+        # descriptors set them directly (~1 us). A test keeps this in step with the fields.
+        s = _SCHEDULE_SETTERS
+        s[0](self, id)
+        s[1](self, name)
+        s[2](self, func)
+        s[3](self, task_ref)
+        s[4](self, trigger)
+        s[5](self, args)
+        s[6](self, kwargs)
+        s[7](self, policy)
+        s[8](self, paused)
+        s[9](self, next_fire_time)
+        s[10](self, version)
+        s[11](self, source)
+
     @property
     def next_run_time(self) -> datetime | None:
         """The original API's name for :attr:`next_fire_time`."""
         return None if self.paused else self.next_fire_time
+
+
+_SCHEDULE_SETTERS: tuple[Callable[[Schedule, Any], None], ...] = tuple(
+    Schedule.__dict__[f.name].__set__ for f in fields(Schedule)
+)
+
+
+class _ScheduleDraft:
+    """A mutable twin of Schedule's layout (same slots, same order) for :func:`new_schedule`."""
+
+    __slots__ = Schedule.__slots__
+    id: str
+    name: str
+    func: Callable[..., Any] | None
+    task_ref: str | None
+    trigger: Trigger
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    policy: Policy
+    paused: bool
+    next_fire_time: datetime | None
+    version: int
+    source: str
+
+
+def new_schedule(
+    *,
+    id: str,
+    name: str,
+    func: Callable[..., Any] | None,
+    task_ref: str | None,
+    trigger: Trigger,
+    args: tuple[Any, ...],
+    kwargs: Mapping[str, Any],
+    policy: Policy,
+    paused: bool,
+    next_fire_time: datetime | None,
+    version: int,
+    source: str,
+) -> Schedule:
+    """``Schedule(...)`` with every field given, at a quarter of the cost (for ``add_job``).
+
+    The fields are set on a draft of the same layout, which then becomes a Schedule: plain
+    attribute stores instead of one descriptor call each, and no ``__init__`` frame. The
+    result is an ordinary, frozen Schedule; a test compares it with the constructor's.
+    """
+    draft = _ScheduleDraft()
+    draft.id = id
+    draft.name = name
+    draft.func = func
+    draft.task_ref = task_ref
+    draft.trigger = trigger
+    draft.args = args
+    draft.kwargs = kwargs
+    draft.policy = policy
+    draft.paused = paused
+    draft.next_fire_time = next_fire_time
+    draft.version = version
+    draft.source = source
+    draft.__class__ = Schedule  # type: ignore[assignment]
+    return draft  # type: ignore[return-value]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -279,7 +373,7 @@ def check_option_type(key: str, value: Any) -> str | None:
     return None
 
 
-_APPLIED: dict[tuple[int, tuple[tuple[str, Any], ...]], tuple[Policy, Policy]] = {}
+_APPLIED: dict[tuple[int, tuple[tuple[str, Any], ...], tuple[type, ...]], tuple[Policy, Policy]] = {}
 
 
 def apply_options(base: Policy, options: Mapping[str, Any], *, schedule_id: str | None = None) -> Policy:
@@ -293,7 +387,8 @@ def apply_options(base: Policy, options: Mapping[str, Any], *, schedule_id: str 
     if not options:
         return base
     try:
-        key = (id(base), tuple(sorted(options.items())))
+        # the value types are part of the key: True == 1, but max_instances=True is refused
+        key = (id(base), tuple(options.items()), tuple(map(type, options.values())))
         hit = _APPLIED.get(key)
     except TypeError:  # an unhashable value (a list for retry_on): compute it
         return _apply_options(base, options, schedule_id)

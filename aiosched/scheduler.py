@@ -13,14 +13,24 @@ from datetime import datetime, tzinfo
 from types import MappingProxyType, TracebackType
 from typing import Any, Self
 
-from ._clock import Clock, SystemClock
-from ._engine import STORE_ERRORS, Engine
+from ._clock import Clock, StoreClock
+from ._engine import BATCH_SIZE, STORE_ERRORS, Engine
 from ._runner import Runner
 from .events import Event, EventBus, EventType, Listener
 from .exceptions import ScheduleError, ScheduleNotFound, SchedulerNotRunning
 from .executors import Executor, build_executors
 from .loader import callable_name, reference_of, resolve
-from .models import DEFAULT_POLICY, POLICY_OPTIONS, Policy, RunRecord, RunState, Schedule, apply_options
+from .models import (
+    DEFAULT_POLICY,
+    EMPTY_KWARGS,
+    POLICY_OPTIONS,
+    Policy,
+    RunRecord,
+    RunState,
+    Schedule,
+    apply_options,
+    new_schedule,
+)
 from .stores import Store, open_store
 from .task import is_task_class
 from .triggers import Trigger, build_trigger, wrap_trigger
@@ -53,7 +63,8 @@ class Scheduler:
         store: a Store, or a URL (``memory://``). Memory by default.
         executors: pool sizes ``{"async_limit": 100, "default_threads": 20, "process_pool": 5}``
             and/or Executor objects by name.
-        clock: where "now" comes from (tests inject a fake clock).
+        clock: where "now" comes from (tests inject a fake clock). By default the system clock
+            plus the store's measured ``clock_offset`` (the database's time on PostgreSQL).
         node_id: this process's name in run records and logs (host-pid by default).
         batch_size: due schedules taken per wake-up.
         max_sleep: the longest the engine sleeps without re-reading the wall clock.
@@ -68,7 +79,7 @@ class Scheduler:
         executors: Mapping[str, Any] | None = None,
         clock: Clock | None = None,
         node_id: str | None = None,
-        batch_size: int = 1000,
+        batch_size: int = BATCH_SIZE,
         max_sleep: float = 30.0,
     ) -> None:
         self.timezone = timezone or _local_zone()
@@ -76,7 +87,7 @@ class Scheduler:
         self.job_defaults = apply_options(DEFAULT_POLICY, job_defaults or {})
         self.store = open_store(store)
         self.executors = _executors(executors or {})
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or StoreClock(self.store)  # the store's time: the database's on PostgreSQL
         self.node_id = node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.events = EventBus()
         self._runner = Runner(
@@ -274,28 +285,44 @@ class Scheduler:
             TriggerError, ScheduleError: bad trigger, task or option (nothing is stored).
             ConflictingIdError: the id exists and ``replace_existing`` is false.
         """
+        # This runs once per schedule added (100,000 adds are a common burst), so the helpers'
+        # common cases are inlined here; each `else` is the full path.
         schedule_id = id or uuid.uuid4().hex
-        policy_options = {k: v for k, v in options.items() if k in POLICY_OPTIONS}
-        trigger_args = {k: v for k, v in options.items() if k not in POLICY_OPTIONS}
-        resolved, ref = self._resolve_task(func, schedule_id)
-        built = self._build_trigger(trigger, trigger_args, schedule_id)
+        policy_options: dict[str, Any] = {}
+        for key, value in options.items():
+            if key in POLICY_OPTIONS:
+                policy_options[key] = value  # noqa: PERF403 - a comprehension is one more call (3.11)
+        for key in policy_options:
+            del options[key]  # what is left are the trigger's arguments
+        if callable(func):  # not a "module:function" reference
+            resolved, ref = func, reference_of(func)
+        else:
+            resolved, ref = self._resolve_task(func, schedule_id)
+        now = self.clock.now()  # one instant for the trigger's defaults and its first fire time
+        if isinstance(trigger, str):
+            built = build_trigger(trigger, options, timezone=self.timezone, schedule_id=schedule_id, now=now)
+        else:
+            built = self._build_trigger(trigger, options, schedule_id, now)
         policy = apply_options(self.job_defaults, policy_options, schedule_id=schedule_id)
-        self._check_policy(policy, resolved, ref, schedule_id)
-        schedule = Schedule(
+        executor = self.executors.get(policy.executor)
+        if executor is None or executor.kind == "process" or policy.executor == "processpool":
+            self._check_policy(policy, resolved, ref, schedule_id)  # otherwise it has nothing to refuse
+        schedule = new_schedule(
             id=schedule_id,
             name=name or schedule_id,
             func=resolved,
             task_ref=ref,
             trigger=built,
             args=tuple(args),
-            kwargs=MappingProxyType(dict(kwargs or {})),
+            kwargs=MappingProxyType(dict(kwargs)) if kwargs else EMPTY_KWARGS,
             policy=policy,
             paused=paused,
-            next_fire_time=built.next_fire_time(None, self.clock.now()),
+            next_fire_time=built.next_fire_time(None, now),
             version=1,  # what a store gives a new schedule (saves it a copy)
             source=source,
         )
-        await self._open()
+        if not self._store_open:
+            await self._open()
         stored = await self.store.add_schedule(schedule, replace_existing=replace_existing)
         self._changed(EventType.ADDED, schedule_id)
         return stored
@@ -457,8 +484,10 @@ class Scheduler:
             )
         return func, reference_of(func)
 
-    def _build_trigger(self, trigger: Any, args: dict[str, Any], schedule_id: str) -> Trigger:
-        now = self.clock.now()
+    def _build_trigger(
+        self, trigger: Any, args: dict[str, Any], schedule_id: str, now: datetime | None = None
+    ) -> Trigger:
+        now = self.clock.now() if now is None else now
         if trigger is None:
             return build_trigger("date", args, timezone=self.timezone, schedule_id=schedule_id, now=now)
         if isinstance(trigger, str):

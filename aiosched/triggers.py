@@ -1,8 +1,11 @@
 """Triggers: the only module of aiosched that imports APScheduler.
 
 `build_trigger` validates a type name and its arguments, builds the APScheduler 3 trigger
-(``interval``, ``cron``, ``date``, ``calendarinterval``, ``and``, ``or``) and wraps it in a
-`Trigger`, which answers fire-time questions in aware UTC. `TriggerSpec` is what stores persist.
+(``cron``, ``calendarinterval``) and wraps it in a `Trigger`, which answers fire-time questions
+in aware UTC. ``date`` and ``interval`` triggers need no APScheduler object (a run date is its
+own fire time; an interval's are ``start + k * step``), and ``and``/``or`` combine the others.
+`TriggerSpec` is what stores persist; a date or interval trigger derives it on demand from its
+own fields, so a schedule keeps no argument dict or ISO strings in memory.
 
 Wall-clock rules (cron, calendarinterval and combinations containing them). APScheduler 3.11
 gets both DST transitions wrong for this purpose: at a fall-back it fires a repeated local time
@@ -36,7 +39,7 @@ import difflib
 import logging
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from datetime import timezone as fixed_zone
@@ -64,6 +67,7 @@ _US, _SEC, _ZERO = timedelta(microseconds=1), timedelta(seconds=1), timedelta(0)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AND_STEPS = 1000
 _SPANS = ("weeks", "days", "hours", "minutes", "seconds")
+_SPAN_SET = frozenset(_SPANS)
 _CAL_SPANS = ("years", "months", "weeks", "days")
 _DOW = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _MACROS = {
@@ -126,19 +130,37 @@ class TriggerSpec:
 
 
 class Trigger(ABC):
-    """One built APScheduler trigger with aiosched's wall-clock rules; all results are aware UTC.
+    """One built trigger with aiosched's wall-clock rules; all results are aware UTC.
 
     Attributes:
         spec: how to rebuild it, or ``None`` when wrapped from a raw APScheduler trigger.
         is_wall_clock: cron or calendarinterval (or a combination containing one).
     """
 
-    __slots__ = ("_raw", "_tz", "is_wall_clock", "spec")
-    spec: TriggerSpec | None
+    # _raw: the APScheduler trigger asked for fire times (None for date and interval triggers
+    # built here: their fire times are plain arithmetic). _spec: the spec built eagerly, or
+    # None; _zname: the default zone's name when the spec is derived on demand instead (date
+    # and interval triggers keep no argument dict or ISO strings per schedule that way).
+    __slots__ = ("_raw", "_spec", "_tz", "_zname", "is_wall_clock")
+    _spec: TriggerSpec | None
+    _zname: str | None
     is_wall_clock: bool
 
     def __init__(self, raw: Any, tz: tzinfo, wall: bool = False) -> None:
-        self._raw, self._tz, self.is_wall_clock, self.spec = raw, tz, wall, None
+        self._raw, self._tz, self.is_wall_clock, self._spec, self._zname = raw, tz, wall, None, None
+
+    @property
+    def spec(self) -> TriggerSpec | None:
+        """How to rebuild this trigger (what stores persist), or ``None`` for a wrapped one."""
+        return self._spec if self._zname is None else self._lazy_spec(self._zname)
+
+    @spec.setter
+    def spec(self, value: TriggerSpec | None) -> None:
+        self._spec, self._zname = value, None
+
+    def _lazy_spec(self, zone: str) -> TriggerSpec:
+        """The spec, derived from the trigger itself (types that set ``_zname``)."""
+        raise NotImplementedError
 
     @property
     def timezone(self) -> tzinfo:
@@ -211,13 +233,46 @@ class Trigger(ABC):
 
 
 class _Interval(Trigger):
-    __slots__ = ("_end", "_start", "_step")
+    # _unit, _amount: the one span argument as given (e.g. "seconds", 30) for the lazy spec;
+    # _given: the start and end dates as given when their ISO text differs from the UTC ones.
+    __slots__ = ("_amount", "_end", "_given", "_start", "_step", "_unit")
+    _unit: str | None
+    _amount: float | None
 
-    def __init__(self, raw: Any) -> None:
-        super().__init__(raw, raw.timezone)
-        self._start: datetime = raw.start_date.astimezone(UTC)
-        self._step: timedelta = raw.interval
-        self._end: datetime | None = raw.end_date and raw.end_date.astimezone(UTC)
+    def __init__(
+        self,
+        tz: tzinfo,
+        start: datetime,
+        step: timedelta,
+        end: datetime | None,
+        raw: Any = None,
+        span: tuple[str, float] | tuple[None, None] = (None, None),
+        given: tuple[Any, Any] | None = None,
+        zone: str | None = None,
+    ) -> None:
+        # Every slot is set here, without super().__init__: this runs once per schedule added.
+        self._raw = raw
+        self._tz = tz
+        self.is_wall_clock = False
+        self._spec = None
+        self._zname = zone
+        self._start = start
+        self._step = step
+        self._end = end
+        self._unit, self._amount = span
+        self._given = given
+
+    @classmethod
+    def wrap(cls, raw: Any) -> _Interval:
+        end = raw.end_date and raw.end_date.astimezone(UTC)
+        return cls(raw.timezone, raw.start_date.astimezone(UTC), raw.interval, end, raw)
+
+    def _lazy_spec(self, zone: str) -> TriggerSpec:
+        start, end = self._given or (None, None)
+        args: dict[str, Any] = {str(self._unit): self._amount, "start_date": _iso(start, self._start)}
+        if self._end is not None:
+            args["end_date"] = _iso(end, self._end)
+        return TriggerSpec("interval", args, zone)
 
     def _next(self, t: datetime, strict: bool) -> datetime | None:
         at = self._start
@@ -363,11 +418,24 @@ class _Calendar(_Wall):
 
 
 class _Date(Trigger):
-    __slots__ = ("_run",)
+    """A run date is its own fire time: no APScheduler trigger is built (or kept) for it."""
 
-    def __init__(self, raw: Any, tz: tzinfo) -> None:
-        super().__init__(raw, tz)
-        self._run: datetime = raw.run_date.astimezone(UTC)
+    __slots__ = ("_given", "_run")
+
+    def __init__(
+        self, run: datetime, tz: tzinfo, raw: Any = None, given: datetime | str | None = None, zone: str | None = None
+    ) -> None:
+        # Every slot is set here, without super().__init__: this runs once per schedule added.
+        self._raw = raw
+        self._tz = tz
+        self.is_wall_clock = False
+        self._spec = None
+        self._zname = zone
+        self._run = run
+        self._given = given  # the run date as given, if its ISO text differs from the instant's
+
+    def _lazy_spec(self, zone: str) -> TriggerSpec:
+        return TriggerSpec("date", {"run_date": _iso(self._given, self._run)}, zone)
 
     def _next(self, t: datetime, strict: bool) -> datetime | None:
         return self._run if self._run > t or (self._run == t and not strict) else None
@@ -382,9 +450,9 @@ class _Date(Trigger):
 class _Combo(Trigger):
     __slots__ = ("_all", "_members")
 
-    def __init__(self, raw: Any, members: list[Trigger], tz: tzinfo) -> None:
+    def __init__(self, members: list[Trigger], tz: tzinfo, every: bool, raw: Any = None) -> None:
         super().__init__(raw, tz, any(m.is_wall_clock for m in members))
-        self._members, self._all = tuple(members), isinstance(raw, AndTrigger)
+        self._members, self._all = tuple(members), every
 
     def _next(self, t: datetime, strict: bool) -> datetime | None:
         if not self._all:
@@ -456,6 +524,10 @@ def _hint(word: object, choices: frozenset[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(sorted(choices))}"
 
 
+_ZONES: dict[str, tuple[tzinfo, str]] = {"UTC": (UTC, "UTC")}
+"""`_zone`'s answers for zone names (IANA names only: a bounded set)."""
+
+
 def _zone(value: object, sid: str | None) -> tuple[tzinfo, str]:
     if value is UTC or value == "UTC":
         return UTC, "UTC"
@@ -463,7 +535,8 @@ def _zone(value: object, sid: str | None) -> tuple[tzinfo, str]:
         value = getattr(value, "key", None) or getattr(value, "zone", None) or value
     if isinstance(value, str):
         try:
-            return ZoneInfo(value), value
+            found = _ZONES[value] = ZoneInfo(value), value
+            return found
         except (KeyError, ValueError, OSError):
             pass
     raise TriggerError(
@@ -471,25 +544,37 @@ def _zone(value: object, sid: str | None) -> tuple[tzinfo, str]:
     )
 
 
-def _when(a: dict[str, Any], key: str, tz: tzinfo, sid: str | None) -> datetime | None:
-    """Parse ``a[key]`` (ISO string, date or datetime; naive = local in ``tz``) and make it JSON-able."""
-    value = a.get(key)
-    if value is None:
-        return None
-    if isinstance(value, str):
+_Given = tuple[datetime, Any]
+"""An instant in UTC and what its spec text is made of (see `_moment`)."""
+
+
+def _moment(value: object, key: str, tz: tzinfo, sid: str | None) -> _Given:
+    """``(instant in UTC, what its spec text is made of)`` for an ISO string, date or datetime.
+
+    The second item is the string as given, the datetime as given when its ISO text differs
+    from the instant's, or ``None`` when the instant's own text is the same (an aware UTC
+    datetime: the instant is then the object given, and nothing more is kept per schedule).
+    """
+    given: Any = value
+    if isinstance(value, datetime):
+        pass
+    elif isinstance(value, str):
         try:
             value = datetime.fromisoformat(value.strip())
         except ValueError:
             raise TriggerError(f"not an ISO date/time: {value!r}", field=key, schedule_id=sid) from None
-    elif isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime.combine(value, time())
-    elif not isinstance(value, datetime):
+    elif isinstance(value, date):
+        value = given = datetime.combine(value, time())
+    else:
         raise TriggerError(f"expected an ISO date/time string, got {type(value).__name__}", field=key, schedule_id=sid)
-    if not isinstance(a[key], str):
-        a[key] = value.isoformat()
-    if value.tzinfo is None:  # the wall-clock rules: first occurrence, or the end of the gap
-        return _instant(value.replace(tzinfo=UTC), tz)
-    return value.astimezone(UTC)
+    assert isinstance(value, datetime)
+    # naive: the wall-clock rules (first occurrence, or the end of the gap); aware UTC: itself
+    at = _instant(value.replace(tzinfo=UTC), tz) if value.tzinfo is None else value.astimezone(UTC)
+    return at, None if given is at else given
+
+
+def _iso(given: Any, at: datetime) -> str:
+    return given if isinstance(given, str) else (at if given is None else given).isoformat()
 
 
 def _number(a: dict[str, Any], key: str, sid: str | None, top: int | None = None) -> Any:
@@ -502,14 +587,25 @@ def _number(a: dict[str, Any], key: str, sid: str | None, top: int | None = None
     return value
 
 
-def _dates(a: dict[str, Any], tz: tzinfo, sid: str | None) -> tuple[datetime | None, datetime | None]:
-    start, end = _when(a, "start_date", tz, sid), _when(a, "end_date", tz, sid)
-    if start is not None and end is not None and end < start:
+def _given_dates(a: Mapping[str, Any], tz: tzinfo, sid: str | None) -> tuple[_Given | None, _Given | None]:
+    """``start_date`` and ``end_date`` as `_moment` reads them (``None`` when absent or null)."""
+    start = None if a.get("start_date") is None else _moment(a["start_date"], "start_date", tz, sid)
+    end = None if a.get("end_date") is None else _moment(a["end_date"], "end_date", tz, sid)
+    if start is not None and end is not None and end[0] < start[0]:
         raise TriggerError("end_date is before start_date", field="end_date", schedule_id=sid)
     return start, end
 
 
-def _interval(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime) -> Trigger:
+def _dates(a: dict[str, Any], tz: tzinfo, sid: str | None) -> tuple[datetime | None, datetime | None]:
+    """The instants of ``start_date`` and ``end_date``; their ISO text is written back into ``a``."""
+    found = _given_dates(a, tz, sid)
+    for key, moment in zip(("start_date", "end_date"), found, strict=True):
+        if moment is not None:
+            a[key] = _iso(moment[1], moment[0])
+    return found[0] and found[0][0], found[1] and found[1][0]
+
+
+def _interval(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime, lazy: str | None) -> Trigger:
     spans = {k: _number(a, k, sid) for k in _SPANS if a.get(k) is not None}
     try:
         step = timedelta(**spans)
@@ -517,11 +613,38 @@ def _interval(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime) -> 
         raise TriggerError("the interval is too long", field=next(iter(spans)), schedule_id=sid) from None
     if step <= _ZERO:
         raise TriggerError("the interval must be longer than zero", field=next(iter(spans), "seconds"), schedule_id=sid)
-    start, end = _dates(a, tz, sid)
-    if start is None:  # APScheduler's default, pinned in the spec so a reload keeps the phase
-        start = now + step
-        a["start_date"] = start.isoformat()
-    return _Interval(IntervalTrigger(**spans, start_date=start, end_date=end, timezone=tz))
+    start, end = _given_dates(a, tz, sid)
+    # without a start date: APScheduler's default, pinned in the spec so a reload keeps the phase
+    first, begin = start or (now + step, None)
+    last, finish = end or (None, None)
+    if lazy is not None and len(spans) == 1:  # the spec is made of the trigger's fields on demand
+        (span,) = spans.items()
+        given = None if begin is None and finish is None else (begin, finish)
+        return _Interval(tz, first, step, last, None, span, given, lazy)
+    a["start_date"] = _iso(begin, first)
+    if end is not None:
+        a["end_date"] = _iso(end[1], end[0])
+    return _Interval(tz, first, step, last)
+
+
+def _quick_interval(args: Mapping[str, Any], tz: tzinfo, name: str) -> Trigger | None:
+    """`_interval` for one plain span and an aware start date, or ``None`` for any other case."""
+    unit, other = args  # "start_date" and one more
+    if unit == "start_date":
+        unit = other
+    amount = args[unit]
+    kind = type(amount)
+    if unit not in _SPAN_SET or not (kind is int or (kind is float and math.isfinite(amount))) or amount <= 0:
+        return None  # _interval has the answer (or the error message)
+    try:
+        step = timedelta(**{unit: amount})
+    except OverflowError:
+        return None
+    if step <= _ZERO:  # rounded down to nothing
+        return None
+    start = args["start_date"]
+    first = start.astimezone(UTC)
+    return _Interval(tz, first, step, None, None, (unit, amount), None if first is start else (start, None), name)
 
 
 def _crontab_dow(expr: str) -> str:
@@ -548,7 +671,7 @@ def _dow_number(text: str) -> int:
     raise ValueError(f"bad day of week {text!r}")
 
 
-def _cron(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime) -> Trigger:
+def _cron(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime, lazy: str | None) -> Trigger:
     fields = {k: a[k] for k in CronTrigger.FIELD_NAMES if a.get(k) is not None}
     tab = a.get("crontab")
     if tab is not None:
@@ -584,12 +707,13 @@ def _cron(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime) -> Trig
     return _Cron(raw, "crontab" if tab else "day", sid)
 
 
-def _date(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime) -> Trigger:
-    run = _when(a, "run_date", tz, sid)
-    if run is None:
-        run = now
-        a["run_date"] = run.isoformat()
-    return _Date(DateTrigger(run_date=run, timezone=tz), tz)
+def _date(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime, lazy: str | None) -> Trigger:
+    value = a.get("run_date")
+    run, given = (now, None) if value is None else _moment(value, "run_date", tz, sid)
+    if lazy is None:
+        a["run_date"] = _iso(given, run)
+        return _Date(run, tz)
+    return _Date(run, tz, given=given, zone=lazy)  # the spec is made of these fields on demand
 
 
 def _day(a: dict[str, Any], key: str, sid: str | None) -> date | None:
@@ -605,7 +729,7 @@ def _day(a: dict[str, Any], key: str, sid: str | None) -> date | None:
     return day
 
 
-def _calendar(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime) -> Trigger:
+def _calendar(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime, lazy: str | None) -> Trigger:
     kw = {k: _number(a, k, sid, 10**6) for k in _CAL_SPANS if a.get(k) is not None}
     if not any(kw.values()):
         raise TriggerError("set years, months, weeks or days (at least one day)", field="days", schedule_id=sid)
@@ -639,8 +763,8 @@ def _combo(a: dict[str, Any], tz: tzinfo, sid: str | None, now: datetime, every:
         except TriggerError as exc:
             field = f"{where}.{exc.field}" if exc.field else where
             raise TriggerError(exc.reason, field=field, schedule_id=sid) from None
-    a["triggers"] = [{"trigger": m.spec.type, "args": m.spec.args} for m in members if m.spec]
-    combo = _Combo((AndTrigger if every else OrTrigger)([m._raw for m in members]), members, tz)
+    a["triggers"] = [{"trigger": spec.type, "args": spec.args} for m in members if (spec := m.spec)]
+    combo = _Combo(members, tz, every)
     if every and combo._meet(now, False)[1]:
         raise TriggerError("the triggers never agree on a fire time", field="triggers", schedule_id=sid)
     return combo
@@ -676,9 +800,51 @@ def build_trigger(
     """
     if not isinstance(type_, str) or type_ not in TRIGGER_TYPES:
         raise TriggerError(f"unknown trigger type {type_!r}{_hint(type_, TRIGGER_TYPES)}", schedule_id=schedule_id)
-    if not isinstance(args, Mapping | None):
+    if args is not None and type(args) is not dict and not isinstance(args, Mapping):
         raise TriggerError(f"trigger arguments must be a mapping, got {type(args).__name__}", schedule_id=schedule_id)
+    zone = _ZONES.get(timezone) if type(timezone) is str else None
+    if (
+        type_ == "date"
+        and args is not None
+        and len(args) == 1
+        and type(run := args.get("run_date")) is datetime
+        and run.tzinfo is not None
+    ):
+        # The commonest add of all, a date trigger given an aware datetime, in a few steps:
+        # what the general path below does with it (see _date and _moment).
+        tz, name = zone if zone is not None else _zone(timezone, schedule_id)
+        at = run.astimezone(UTC)
+        return _Date(at, tz, None, None if at is run else run, name)
+    if (
+        type_ == "interval"
+        and zone is not None
+        and args is not None
+        and len(args) == 2
+        and type(start := args.get("start_date")) is datetime
+        and start.tzinfo is not None
+        and (quick := _quick_interval(args, *zone)) is not None
+    ):
+        return quick  # the second commonest: one span and an aware start date
     a = dict(args or {})
+    if not _ARGS[type_].issuperset(a):
+        _refuse_keys(type_, a, schedule_id)
+    tz, name = zone if zone is not None else _zone(timezone, schedule_id)
+    if a.get("timezone") is not None:
+        tz, a["timezone"] = _zone(a["timezone"], schedule_id)
+    now = datetime.now(UTC) if now is None else now
+    if type_ in ("and", "or"):
+        trigger = _combo(a, tz, schedule_id, now, type_ == "and")
+    else:
+        # Date and interval triggers may derive their spec on demand when no zone argument and
+        # no null argument is given (the spec is then made of the trigger's own fields).
+        lazy = name if type_ in _LAZY and "timezone" not in a and None not in a.values() else None
+        trigger = _BUILDERS[type_](a, tz, schedule_id, now, lazy)
+    if trigger._zname is None:
+        trigger._spec = TriggerSpec(type_, a, name)
+    return trigger
+
+
+def _refuse_keys(type_: str, a: Mapping[str, Any], schedule_id: str | None) -> None:
     for key in a:
         if key == "jitter":
             raise TriggerError(
@@ -692,18 +858,15 @@ def build_trigger(
                 field=str(key),
                 schedule_id=schedule_id,
             )
-    tz, name = _zone(timezone, schedule_id)
-    if a.get("timezone") is not None:
-        tz, a["timezone"] = _zone(a["timezone"], schedule_id)
-    now = datetime.now(UTC) if now is None else now
-    if type_ in ("and", "or"):
-        trigger = _combo(a, tz, schedule_id, now, type_ == "and")
-    else:
-        trigger = {"interval": _interval, "cron": _cron, "date": _date, "calendarinterval": _calendar}[type_](
-            a, tz, schedule_id, now
-        )
-    trigger.spec = TriggerSpec(type_, a, name)
-    return trigger
+
+
+_LAZY = frozenset({"date", "interval"})
+_BUILDERS: dict[str, Callable[[dict[str, Any], tzinfo, str | None, datetime, str | None], Trigger]] = {
+    "interval": _interval,
+    "cron": _cron,
+    "date": _date,
+    "calendarinterval": _calendar,
+}
 
 
 def wrap_trigger(obj: object, *, schedule_id: str | None = None) -> Trigger:
@@ -722,12 +885,12 @@ def wrap_trigger(obj: object, *, schedule_id: str | None = None) -> Trigger:
     if isinstance(obj, CronTrigger):
         return _Cron(obj, sid=schedule_id)
     if isinstance(obj, IntervalTrigger):
-        return _Interval(obj)
+        return _Interval.wrap(obj)
     if isinstance(obj, CalendarIntervalTrigger):
         return _Calendar(obj)
     if isinstance(obj, DateTrigger):
-        return _Date(obj, obj.run_date.tzinfo or UTC)
+        return _Date(obj.run_date.astimezone(UTC), obj.run_date.tzinfo or UTC, obj)
     if isinstance(obj, AndTrigger | OrTrigger):
         members = [wrap_trigger(m, schedule_id=schedule_id) for m in obj.triggers]
-        return _Combo(obj, members, members[0].timezone if members else UTC)
+        return _Combo(members, members[0].timezone if members else UTC, isinstance(obj, AndTrigger), obj)
     return _Generic(obj, tz)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from ..exceptions import ConflictingIdError, ScheduleNotFound
 from ..models import Schedule
@@ -27,9 +27,15 @@ class _Entry(Claim):
     __slots__ = ("claimed", "token")
 
     def __init__(self, schedule: Schedule, next_fire_time: datetime | None) -> None:
-        super().__init__(schedule, next_fire_time)
+        # Claim's fields set here rather than through super().__init__ (one call less per add).
+        self.schedule = schedule
+        self.next_fire_time = next_fire_time
+        self.running_elsewhere = 0
         self.token = 0  # matches the entry's one live heap item; 0 while claimed, -1 once replaced/removed
         self.claimed = False
+
+
+_new_entry = object.__new__
 
 
 class ScheduleIndex:
@@ -39,7 +45,11 @@ class ScheduleIndex:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
-        self._heap: list[tuple[float, int, _Entry]] = []
+        # (next fire time in UTC, seq, schedule id). The time is the schedule's own datetime
+        # object (no float per schedule; UTC datetimes compare as fast), and an item holds no
+        # object the cyclic GC tracks, so the GC stops visiting it after its first collection.
+        # An item is live while its entry's token is its seq.
+        self._heap: list[tuple[datetime, int, str]] = []
         self._seq = 0
 
     def __contains__(self, schedule_id: object) -> bool:
@@ -61,8 +71,9 @@ class ScheduleIndex:
     def _push(self, entry: _Entry, *, heapify: bool = True) -> None:
         self._seq += 1
         entry.token = self._seq
-        if entry.next_fire_time is not None and not entry.schedule.paused and not entry.claimed:
-            item = (entry.next_fire_time.timestamp(), self._seq, entry)
+        at = entry.next_fire_time
+        if at is not None and not entry.schedule.paused and not entry.claimed:
+            item = (at if at.tzinfo is UTC else at.astimezone(UTC), self._seq, entry.schedule.id)
             if heapify:
                 heapq.heappush(self._heap, item)
             else:
@@ -83,6 +94,30 @@ class ScheduleIndex:
             raise ConflictingIdError(schedule.id)
         version = old.schedule.version + 1 if old else 1
         return schedule if schedule.version == version else replace(schedule, version=version)
+
+    def insert(self, schedule: Schedule, *, replace_existing: bool) -> Schedule:
+        """:meth:`prepare_add` and :meth:`add` in one (for a store with nothing to write between)."""
+        entries = self._entries
+        old = entries.get(schedule.id)
+        if old is None:
+            stored = schedule if schedule.version == 1 else replace(schedule, version=1)
+        elif not replace_existing:
+            raise ConflictingIdError(schedule.id)
+        else:
+            old.token = -1
+            version = old.schedule.version + 1
+            stored = schedule if schedule.version == version else replace(schedule, version=version)
+        # _Entry(stored, at) and _push(entry), inlined: this runs once per schedule added.
+        at = stored.next_fire_time
+        entry = entries[stored.id] = _new_entry(_Entry)
+        entry.schedule = stored
+        entry.next_fire_time = at
+        entry.running_elsewhere = 0
+        entry.claimed = False
+        self._seq = entry.token = seq = self._seq + 1
+        if at is not None and not stored.paused:
+            heapq.heappush(self._heap, (at if at.tzinfo is UTC else at.astimezone(UTC), seq, stored.id))
+        return stored
 
     def add(self, stored: Schedule) -> None:
         """Insert or replace; a replaced schedule's heap item and claim become stale."""
@@ -132,6 +167,10 @@ class ScheduleIndex:
 
         return [self._view(e) for e in sorted(self._entries.values(), key=order)]
 
+    def next_fire_times(self) -> dict[str, datetime | None]:
+        """Every schedule's next fire time, ``None`` while paused (see ``Store.next_fire_times``)."""
+        return {sid: None if e.schedule.paused else e.next_fire_time for sid, e in self._entries.items()}
+
     def schedules(self) -> Iterable[Schedule]:
         """Every schedule as stored (in no particular order)."""
         return (e.schedule for e in self._entries.values())
@@ -140,12 +179,13 @@ class ScheduleIndex:
 
     def acquire(self, now: datetime, limit: int) -> list[Claim]:
         """Claim up to ``limit`` due, unpaused, unclaimed schedules, earliest first."""
-        heap = self._heap
-        now_ts = now.timestamp()
+        heap, entries = self._heap, self._entries
+        now = now if now.tzinfo is UTC else now.astimezone(UTC)
         claims: list[Claim] = []
-        while heap and heap[0][0] <= now_ts and len(claims) < limit:
-            _, seq, entry = heapq.heappop(heap)
-            if entry.token != seq:
+        while heap and heap[0][0] <= now and len(claims) < limit:
+            _, seq, schedule_id = heapq.heappop(heap)
+            entry = entries.get(schedule_id)
+            if entry is None or entry.token != seq:
                 continue  # stale: the schedule changed or went away after this push
             entry.claimed = True
             entry.token = 0
@@ -179,7 +219,11 @@ class ScheduleIndex:
 
     def next_fire_time(self) -> datetime | None:
         """The earliest next fire time of any unpaused, unclaimed schedule."""
-        heap = self._heap
-        while heap and heap[0][2].token != heap[0][1]:
+        heap, entries = self._heap, self._entries
+        while heap:
+            _, seq, schedule_id = heap[0]
+            entry = entries.get(schedule_id)
+            if entry is not None and entry.token == seq:
+                return entry.next_fire_time
             heapq.heappop(heap)
-        return heap[0][2].next_fire_time if heap else None
+        return None

@@ -70,6 +70,7 @@ class Sql:
         self.get_schedules_by_id = f"SELECT {cols} FROM {s}.schedules WHERE id = ANY($1::text[])"
         order = "(paused OR next_fire_time IS NULL), next_fire_time NULLS FIRST, id"
         self.get_schedules = f"SELECT {cols} FROM {s}.schedules ORDER BY {order}"
+        self.next_fire_times = f"SELECT id, CASE WHEN paused THEN NULL ELSE next_fire_time END FROM {s}.schedules"
         # claim: due, unpaused, not leased (or lease expired by the database's clock), never an
         # id this node found invalid; SKIP LOCKED lets nodes claim side by side without waiting
         tcols = ", ".join(f"t.{c}" for c in SCHEDULE_COLUMNS)

@@ -36,9 +36,7 @@ class MemoryStore(Store):
     # -- schedules -------------------------------------------------------------
 
     async def add_schedule(self, schedule: Schedule, *, replace_existing: bool = False) -> Schedule:
-        stored = self._index.prepare_add(schedule, replace_existing=replace_existing)
-        self._index.add(stored)
-        return stored
+        return self._index.insert(schedule, replace_existing=replace_existing)
 
     async def update_schedule(self, schedule: Schedule) -> Schedule:
         stored = self._index.prepare_update(schedule)
@@ -53,6 +51,9 @@ class MemoryStore(Store):
 
     async def get_schedules(self) -> list[Schedule]:
         return self._index.ordered()
+
+    async def next_fire_times(self) -> dict[str, datetime | None]:
+        return self._index.next_fire_times()
 
     # -- the engine's path -----------------------------------------------------
 

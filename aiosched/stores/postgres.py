@@ -10,6 +10,9 @@
 * **Nodes** (:mod:`._pg_nodes`) register, heartbeat in ``maintain()``, and settle dead nodes'
   runs. **Wake-ups** — changes ``NOTIFY`` in their own transaction (:mod:`._pg_listen`).
 * **Outages** — connection failures become StoreError; ``ping()``/:attr:`healthy` tell.
+* **Time** — :attr:`clock_offset` is this node's clock against the database's, measured at
+  start and at every heartbeat (:mod:`._pg_clock`); the scheduler adds it to "now", so a
+  node whose clock is off still claims fires when they are due by the database's clock.
 
 docs/deployment.md says the same for operators.
 """
@@ -20,10 +23,10 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, final
 
 import asyncpg  # type: ignore[import-untyped]
@@ -33,6 +36,7 @@ from ..models import RunRecord, RunState, Schedule
 from . import _pg_nodes as nodes
 from . import _pg_release as rel
 from ._codec import run_from_values, schedule_row
+from ._pg_clock import ClockSync
 from ._pg_listen import Listener
 from ._pg_rows import Decoder, runs_query, without_password
 from ._pg_schema import migrate, parse_url
@@ -66,6 +70,7 @@ class PostgresStore(Store):
         command_timeout: seconds a statement may take before it counts as an outage.
 
     Attributes:
+        clock_offset: seconds this node adds to its own clock to get the database's.
         stats: ``lease_lost``, ``listen_reconnects``, ``unknown_commits``, ``stale_run_updates``,
             ``settled`` since the store was created.
         invalid: ``{schedule id: reason}`` of stored rows that cannot be loaded (they never fire).
@@ -108,6 +113,7 @@ class PostgresStore(Store):
         self._up_since: float | None = None  # since when our heartbeats succeed without a break
         self._lease_timer: asyncio.TimerHandle | None = None
         self.invalid = self._decode.invalid
+        self.clock = ClockSync(self.name)
         self.healthy = False
         self.stats = dict.fromkeys(("lease_lost", "listen_reconnects", "unknown_commits", "stale_run_updates"), 0)
         self.stats["settled"] = 0
@@ -146,6 +152,7 @@ class PostgresStore(Store):
                 await nodes.register(
                     conn, self.sql, node_id=node_id, token=self._token, lease=self.lease, what=self.name
                 )
+                await self.clock.measure(conn, 3)  # before the first claim: "now" is the database's
         except BaseException as exc:
             await pool.close()
             if isinstance(exc, _TRANSIENT):
@@ -165,7 +172,20 @@ class PostgresStore(Store):
         logger.info("%s: opened as node %s (lease %gs, heartbeat %gs)", self.name, node_id, self.lease, self.heartbeat)
 
     async def _listen_connection(self) -> Any:
-        return await asyncpg.connect(self._dsn, timeout=self._timeout, command_timeout=self._timeout)
+        return await asyncpg.connect(
+            self._dsn,
+            timeout=self._timeout,
+            command_timeout=self._timeout,
+            server_settings={"application_name": f"aiosched {self._node} listen"[:63]},
+        )
+
+    @property
+    def clock_offset(self) -> float:
+        """See Store.clock_offset: measured at start and at every heartbeat (:mod:`._pg_clock`)."""
+        return self.clock.offset
+
+    def on_clock_change(self, callback: Callable[[], None]) -> None:
+        self.clock.on_change(callback)
 
     async def close(self) -> None:
         """Stop listening, hand back any lease, unregister this node and close the pool. Safe twice."""
@@ -272,6 +292,11 @@ class PostgresStore(Store):
         async with self._connection() as conn:
             rows = await conn.fetch(self.sql.get_schedules)
         return [s for s in map(self._decode, rows) if s is not None]
+
+    async def next_fire_times(self) -> dict[str, datetime | None]:
+        async with self._connection() as conn:
+            rows = await conn.fetch(self.sql.next_fire_times)
+        return {row[0]: row[1] for row in rows}
 
     # -- the engine's path ---------------------------------------------------------------
 
@@ -398,6 +423,7 @@ class PostgresStore(Store):
                 own=own,
                 others=others,
                 recoverable=self._recoverable,
+                now=datetime.now(UTC) + timedelta(seconds=self.clock.offset),
             )
         self.stats["settled"] += len(settled)
         return settled
@@ -410,6 +436,7 @@ class PostgresStore(Store):
                     conn, self.sql, node_id=self._node, token=self._token, lease=self.lease, what=self.name
                 ):
                     self.stats["lease_lost"] += 1
+                await self.clock.measure(conn)
                 await conn.execute(self.sql.forget_releases, max(3600.0, 10 * self.lease))
         except StoreError:
             self._up_since = None  # judge no other node dead until ours have heartbeated for a lease again

@@ -217,6 +217,9 @@ class SQLiteStore(Store):
     async def get_schedules(self) -> list[Schedule]:
         return self._index.ordered()
 
+    async def next_fire_times(self) -> dict[str, datetime | None]:
+        return self._index.next_fire_times()
+
     # -- the engine's path -------------------------------------------------------------
 
     async def acquire_due(self, now: datetime, limit: int) -> list[Claim]:

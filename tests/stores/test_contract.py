@@ -229,6 +229,14 @@ async def test_get_schedules_order(store: Store) -> None:
     assert set(ids[3:]) == {"p", "z"}  # paused and finished ones last
 
 
+async def test_next_fire_times_match_the_schedules(store: Store) -> None:
+    for s in (sched("b", 10), sched("c", 5), sched("p", 1, paused=True), sched("z", None)):
+        await store.add_schedule(s)
+    claims = await store.acquire_due(at(5), 10)
+    await store.release([Release(claims[0], at(65))], [])  # c fired: its next fire time moved on
+    assert await store.next_fire_times() == {"b": at(10), "c": at(65), "p": None, "z": None}
+
+
 # -- the engine's path -----------------------------------------------------------------
 
 
