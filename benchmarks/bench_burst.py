@@ -26,7 +26,7 @@ Measured per run:
               process idles until ``due``; this is the figure least disturbed by other load);
     recorded  (aiosched) from ``due`` until every final run record is written to the store;
     tx        (SQLite) transactions committed from ``due`` until then; ``batches`` are the
-              engine passes that claimed schedules (``batch_size`` 1000 by default).
+              engine passes that claimed schedules (``batch_size`` 256 by default).
 Each job increments a counter; the worker checks that it equals N (and stays N) before it
 reports.
 

@@ -249,7 +249,7 @@ def stores_section(plan: Plan, report: Report) -> str:
         "As in section 1, on aiosched's SQLite store (WAL, `synchronous=NORMAL`, a fresh file in a temporary "
         "directory) and PostgreSQL store (`postgresql://postgres@127.0.0.1:5432/test`, a fresh schema per run, "
         "adds 8 at a time through the pool). `due→recorded` lasts until every final run record is written; "
-        "`batches` are the engine's claiming passes with a result (`batch_size` 1000 for SQLite; the PostgreSQL "
+        "`batches` are the engine's claiming passes with a result (`batch_size` 256 for SQLite; the PostgreSQL "
         "store claims at most its `batch` = 100 per pass); `tx` are SQLite transactions committed from the due "
         "instant until every record is written (`SQLiteStore.stats['transactions']`).",
         "",
