@@ -10,6 +10,7 @@ wall-clock step or a suspended machine is noticed within that bound.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 import time
@@ -30,6 +31,9 @@ logger = logging.getLogger("aiosched.engine")
 #: four full collections instead of one); large enough that a durable store's release stays one transaction
 #: for hundreds of fires.
 BATCH_SIZE = 256
+
+#: fires between two collections of the youngest GC generation (see Engine._pace_young_gc)
+YOUNG_GC_EVERY = 256
 
 #: what a store raises when it cannot be reached (a shared store translates to StoreError)
 STORE_ERRORS = (StoreError, OSError, TimeoutError)
@@ -118,6 +122,7 @@ class Engine:
         self._idle_waiters: list[asyncio.Future[None]] = []
         self.wakeups = 0
         self.fires = 0
+        self._unpaced = 0  # fires since the last paced young collection
         clock.on_change(self.wakeup)
         store.set_wakeup(self.wakeup)
 
@@ -219,6 +224,23 @@ class Engine:
             raise
         self.fires += len(records)
         self._launch(plans, records, accepted)
+        self._pace_young_gc(len(records))
+
+    def _pace_young_gc(self, fired: int) -> None:
+        """Collect the youngest GC generation every :data:`YOUNG_GC_EVERY` fires (if the GC is on).
+
+        CPython counts generation 0 as allocations minus deallocations. At a steady rate each
+        fire allocates its record and frees an older one, so the count hovers near zero while
+        the young generation grows to tens of thousands of objects, until some allocation
+        spike triggers one collection that walks them all: 27-108 ms loop stalls every few
+        seconds at 10,000 fires/s. Collected every few hundred fires it stays small
+        (< 1.5 ms per collection, about 1 µs per fire).
+        """
+        self._unpaced += fired
+        if self._unpaced >= YOUNG_GC_EVERY:
+            self._unpaced = 0
+            if gc.isenabled():
+                gc.collect(0)
 
     def _launch(self, plans: list[Plan], records: list[RunRecord], accepted: Sequence[RunRecord]) -> None:
         """Start the admitted runs whose records the store accepted; report the records that ended at once."""

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from aiosched import EventType, FakeClock, RunState, Scheduler
+from aiosched._engine import YOUNG_GC_EVERY
 
 from .conftest import START, SchedulerFactory
 
@@ -416,3 +419,40 @@ async def test_a_schedule_whose_trigger_breaks_does_not_stop_the_others(
     assert "schedule broken: cannot compute its fire times" in caplog.text
     assert (await s.get_job("broken")).next_fire_time is None
     assert s.running
+
+
+@pytest.fixture
+def young_collections() -> Iterator[list[int]]:
+    """Generation-0 collections seen while the test runs; automatic ones are put out of reach."""
+    seen: list[int] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 0:
+            seen.append(1)
+
+    thresholds = gc.get_threshold()
+    gc.set_threshold(10**9, 10**9, 10**9)  # only the engine's paced collections can happen
+    gc.callbacks.append(on_gc)
+    try:
+        yield seen
+    finally:
+        gc.callbacks.remove(on_gc)
+        gc.set_threshold(*thresholds)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_young_gc_is_paced_by_fires_unless_the_gc_is_off(
+    make_scheduler: SchedulerFactory, clock: FakeClock, young_collections: list[int], enabled: bool
+) -> None:
+    s, rec = await make_scheduler(clock=clock)
+    fires = 4 * YOUNG_GC_EVERY
+    for i in range(fires):
+        await s.add_job(noop, "date", run_date=START + timedelta(seconds=1), id=f"j{i}")
+    if not enabled:
+        gc.disable()
+    try:
+        clock.advance(1)
+        await rec.wait_runs(fires)
+    finally:
+        gc.enable()
+    assert len(young_collections) == (fires // YOUNG_GC_EVERY if enabled else 0)
