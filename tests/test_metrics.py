@@ -7,14 +7,15 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from aiosched import FakeClock, RetryableError, Scheduler
-from aiosched.metrics import SKIP_REASONS, SchedulerMetrics, skip_reason
+from aiosched import FakeClock, RetryableError, RunRecord, RunState, Scheduler
+from aiosched.metrics import _SEED_PAGE, SKIP_REASONS, SchedulerMetrics, skip_reason
 from aiosched.web import create_app
 
 from .conftest import SchedulerFactory
@@ -209,6 +210,24 @@ async def test_last_success_survives_a_restart_through_the_history(make_schedule
     assert fresh.registry.get_sample_value(
         "scheduler_task_last_success_timestamp_seconds", {"task_name": "daily_report"}
     ) == pytest.approx(record.ended_at.timestamp())
+
+
+async def test_last_success_seeding_pages_through_a_long_history(make_scheduler: SchedulerFactory) -> None:
+    s, _ = await make_scheduler()
+    await s.add_job(quick, "cron", hour=9, id="rare")
+    await s.add_job(quick, "cron", hour=9, id="busy")
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    rare_end = base + timedelta(seconds=1)
+    await s.store.add_run(RunRecord(schedule_id="rare", fire_time=base, state=RunState.SUCCEEDED, ended_at=rare_end))
+    for i in range(1, 2 * _SEED_PAGE + 1):  # newer successes of another schedule: "rare" is on the third page
+        at = base + timedelta(minutes=i)
+        await s.store.add_run(RunRecord(schedule_id="busy", fire_time=at, state=RunState.SUCCEEDED, ended_at=at))
+    fresh = SchedulerMetrics(s)
+    await fresh.refresh()
+    get = fresh.registry.get_sample_value
+    assert get("scheduler_task_last_success_timestamp_seconds", {"task_name": "rare"}) == rare_end.timestamp()
+    busy_end = base + timedelta(minutes=2 * _SEED_PAGE)
+    assert get("scheduler_task_last_success_timestamp_seconds", {"task_name": "busy"}) == busy_end.timestamp()
 
 
 async def test_stall_is_reported_with_the_schedule_within_a_second(
