@@ -16,7 +16,6 @@ import logging
 import random
 import reprlib
 import threading
-import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -27,6 +26,8 @@ from typing import Any
 import anyio.to_thread
 
 from ._clock import Clock
+from ._error_lines import ErrorLines
+from ._record_writer import DRAIN_TIMEOUT, RecordWriter
 from .events import Event, EventBus, EventType
 from .exceptions import AttemptTimeout, SkipRun
 from .executors import AsyncExecutor, Executor, NotStarted, is_async_callable
@@ -38,10 +39,6 @@ from .task import BaseTask, _stop_flag, is_task_class
 logger = logging.getLogger("aiosched.runs")
 
 RESULT_LIMIT = 500
-DRAIN_TIMEOUT = 10.0  # at shutdown, how long unwritten run records wait for an unreachable store
-ERROR_LINES = 5
-"""Error lines ("run end: ... state=failed|timed_out") logged per schedule per ERROR_WINDOW; more are counted."""
-ERROR_WINDOW = 60.0
 STATE_EVENTS = {
     RunState.SUCCEEDED: EventType.EXECUTED,
     RunState.FAILED: EventType.ERROR,
@@ -77,132 +74,6 @@ class Plan:
         self.starts = starts
         self.buffered = bool(chain) and not starts
         self.accepted = False  # set by launch(): the store holds the records
-
-
-class ErrorLines:
-    """Rate-limits the runner's error lines: at most ``limit`` per schedule per ``window`` seconds.
-
-    A schedule failing every second must not flood the log (RELIABILITY S15). The lines over the
-    limit are counted, and one ERROR line says how many were suppressed: at the schedule's next
-    error once its window is over, or at :meth:`flush` (shutdown). Only the log is limited: every
-    run still gets its record and its event (so metrics count every failure).
-    """
-
-    __slots__ = ("_clock", "_limit", "_seen", "_window")
-
-    def __init__(self, clock: Clock, *, limit: int = ERROR_LINES, window: float = ERROR_WINDOW) -> None:
-        self._clock = clock
-        self._limit = limit
-        self._window = window
-        self._seen: dict[str, list[float]] = {}  # schedule id -> [window start, lines logged, lines suppressed]
-
-    def admit(self, schedule_id: str) -> bool:
-        """Whether to log an error line of ``schedule_id`` now (False: it is counted instead)."""
-        now = self._clock.monotonic()
-        seen = self._seen.get(schedule_id)
-        if seen is not None and now - seen[0] < self._window:
-            if seen[1] < self._limit:
-                seen[1] += 1
-                return True
-            seen[2] += 1
-            return False
-        if seen is not None:
-            self._summarise(schedule_id, seen, now)
-        elif len(self._seen) >= 10_000:  # bounded: forget the schedules whose window is over
-            for sid, old in list(self._seen.items()):
-                if now - old[0] >= self._window:
-                    self._summarise(sid, old, now)
-                    del self._seen[sid]
-        self._seen[schedule_id] = [now, 1, 0]
-        return True
-
-    def flush(self) -> None:
-        """Log the counts still untold, and forget every window."""
-        now = self._clock.monotonic()
-        for sid, seen in self._seen.items():
-            self._summarise(sid, seen, now)
-        self._seen.clear()
-
-    def _summarise(self, schedule_id: str, seen: list[float], now: float) -> None:
-        if seen[2]:
-            logger.error(
-                "run end: %s: %d similar error line(s) suppressed in %.0fs (at most %d per schedule per %gs)",
-                schedule_id,
-                seen[2],
-                now - seen[0],
-                self._limit,
-                self._window,
-            )
-
-
-class RecordWriter:
-    """Batches run-record writes: one ``update_runs`` per burst of finished runs.
-
-    A batch the store refuses (an outage) is kept and retried every ``retry_every``
-    seconds; the first failure is logged with its traceback, later ones at most every
-    30 s, and the recovery once.
-    """
-
-    def __init__(self, store: Store, *, retry_every: float = 1.0) -> None:
-        self._store = store
-        self._retry_every = retry_every
-        self._pending: list[RunRecord] = []
-        self._task: asyncio.Task[None] | None = None
-        self._failing_since: float | None = None
-        self._reported = 0.0
-
-    @property
-    def pending(self) -> int:
-        """Records handed in and not yet written."""
-        return len(self._pending)
-
-    def put(self, record: RunRecord) -> None:
-        self._pending.append(record)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._flush())
-
-    async def _flush(self) -> None:
-        try:
-            await asyncio.sleep(0)  # let the rest of this burst join the batch
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    await self._store.update_runs(batch)
-                except Exception as exc:
-                    self._pending[:0] = batch
-                    self._failed(exc)
-                    await asyncio.sleep(self._retry_every)
-                else:
-                    if self._failing_since is not None:
-                        logger.warning("run records are written again after %.1fs", _now() - self._failing_since)
-                        self._failing_since = None
-        finally:
-            self._task = None
-
-    def _failed(self, exc: Exception) -> None:
-        now = _now()
-        if self._failing_since is None:
-            self._failing_since = self._reported = now
-            logger.error("could not write %d run records; keeping them to retry", len(self._pending), exc_info=exc)
-        elif now - self._reported >= 30.0:
-            self._reported = now
-            logger.warning("still cannot write %d run records: %s", len(self._pending), exc)
-
-    async def drain(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - a bound, not a scope
-        """Wait until every record handed in so far is written, at most ``timeout`` seconds.
-
-        Records still unwritten then are logged as lost (the store stayed unreachable).
-        """
-        try:
-            async with asyncio.timeout(timeout):
-                while self._task is not None:
-                    await asyncio.shield(self._task)
-        except TimeoutError:
-            logger.error("the store did not come back: %d run records were not written", len(self._pending))
-
-
-def _now() -> float:
-    return time.monotonic()
 
 
 class Runner:

@@ -240,7 +240,7 @@ class AsyncExecutor:
         timeout: float | None,  # noqa: ASYNC109  # the Executor protocol's per-attempt timeout
         task_ref: str | None = None,
     ) -> Any:
-        """Await ``func(*args, **kwargs)`` under the semaphore; see the class docstring."""
+        """Await ``func(*args, **kwargs)`` in a free slot; see the class docstring."""
         if not is_async_callable(func):
             raise ScheduleError(
                 f"task {_describe(func, task_ref)!r} is not a coroutine function; the {self.name!r} executor runs"

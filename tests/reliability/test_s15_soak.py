@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from aiosched import EventType, FakeClock, RunState, Scheduler
-from aiosched._runner import ERROR_LINES, ERROR_WINDOW
+from aiosched._error_lines import ERROR_LINES, ERROR_WINDOW
 from aiosched.metrics import SchedulerMetrics
 from aiosched.stores import MemoryStore
 
