@@ -64,7 +64,12 @@ async def update_runs(store: PostgresStore, runs: Sequence[RunRecord]) -> None:
     stale = len(latest) - len(updated)
     if stale:
         store.stats["stale_run_updates"] += stale
-        logger.info("%s: %d run update(s) matched no run in flight of this node", store.name, stale)
+        logger.warning(
+            "%s: lease lost on %d run(s): their updates matched no run in flight of this node (another node "
+            "settled them, having taken this node for dead); nothing was written for them",
+            store.name,
+            stale,
+        )
 
 
 async def prune(store: PostgresStore, conn: Any, finished: int) -> None:

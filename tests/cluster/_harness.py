@@ -100,7 +100,7 @@ class Cluster:
             CREATE SCHEMA IF NOT EXISTS {s};
             CREATE TABLE IF NOT EXISTS {s}.ledger (
                 schedule_id text NOT NULL, fire_time timestamptz NOT NULL, node text NOT NULL,
-                at timestamptz NOT NULL DEFAULT clock_timestamp(), pid int);
+                at timestamptz NOT NULL DEFAULT clock_timestamp(), pid int, ended timestamptz);
             CREATE TABLE IF NOT EXISTS {s}.counters (running int NOT NULL, peak int NOT NULL);
             INSERT INTO {s}.counters VALUES (0, 0);
             """
