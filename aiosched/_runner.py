@@ -63,15 +63,26 @@ class Plan:
 
     ``records`` are all to be written; ``chain`` are those that will run, in order:
     started at once when ``starts``, or one queued behind the running one when ``buffered``.
+    ``local_limit``: runs of the schedule that may go on this node (``max_instances`` less
+    those in flight on other nodes at claim time).
     """
 
-    __slots__ = ("accepted", "buffered", "chain", "records", "schedule", "starts")
+    __slots__ = ("accepted", "buffered", "chain", "local_limit", "records", "schedule", "starts")
 
-    def __init__(self, schedule: Schedule, records: list[RunRecord], chain: list[RunRecord], *, starts: bool) -> None:
+    def __init__(
+        self,
+        schedule: Schedule,
+        records: list[RunRecord],
+        chain: list[RunRecord],
+        *,
+        starts: bool,
+        local_limit: int,
+    ) -> None:
         self.schedule = schedule
         self.records = records
         self.chain = chain
         self.starts = starts
+        self.local_limit = local_limit
         self.buffered = bool(chain) and not starts
         self.accepted = False  # set by launch(): the store holds the records
 
@@ -134,7 +145,10 @@ class Runner:
         """Decide what the fires of one schedule become; reserves a slot for a start.
 
         ``elsewhere``: runs of the schedule in flight on other nodes of a shared store; they
-        count against ``max_instances`` like this node's own. The caller writes
+        count against ``max_instances`` like this node's own. This node can neither wait for
+        nor cancel them, so a fire they alone hold back is skipped, whatever the ``overlap``
+        (``buffer_one`` buffers behind this node's own runs, ``cancel_other`` cancels this
+        node's own runs). The caller writes
         ``plan.records`` to the store and then calls :meth:`launch` with the records the
         store accepted (or :meth:`forget` if none).
         """
@@ -143,7 +157,8 @@ class Runner:
         reserved = self._reserved.get(sid, 0)
         busy = reserved + elsewhere + self._counts.get(sid, 0)
         node = self._node
-        if busy < policy.max_instances or policy.overlap is Overlap.CANCEL_OTHER:
+        local_limit = policy.max_instances - elsewhere
+        if busy < policy.max_instances or (policy.overlap is Overlap.CANCEL_OTHER and local_limit > 0):
             self._reserved[sid] = reserved + 1
             records = [
                 RunRecord(schedule_id=sid, fire_time=fire_times[0], state=RunState.RUNNING, node=node, manual=manual)
@@ -152,11 +167,15 @@ class Runner:
                 records += [
                     RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node) for t in fire_times[1:]
                 ]
-            return Plan(schedule, records, records, starts=True)
+            return Plan(schedule, records, records, starts=True, local_limit=local_limit)
         records = []
         chain = []
-        buffer = policy.overlap is Overlap.BUFFER_ONE and sid not in self._buffered
-        reason = "buffer full" if policy.overlap is Overlap.BUFFER_ONE else "max_instances reached"
+        buffer = policy.overlap is Overlap.BUFFER_ONE and sid not in self._buffered and not elsewhere
+        if elsewhere:
+            reason = f"max_instances reached ({elsewhere} running on other nodes)"
+        else:
+            full = "buffer full" if policy.overlap is Overlap.BUFFER_ONE else "max_instances reached"
+            reason = f"{full} ({policy.max_instances} running)"
         for t in fire_times:
             if buffer:
                 queued = RunRecord(schedule_id=sid, fire_time=t, state=RunState.QUEUED, node=node, manual=manual)
@@ -164,8 +183,8 @@ class Runner:
                 chain.append(queued)
                 buffer = False
             else:
-                records.append(self.closed(sid, t, RunState.SKIPPED, now, f"{reason} ({policy.max_instances} running)"))
-        plan = Plan(schedule, records, chain, starts=False)
+                records.append(self.closed(sid, t, RunState.SKIPPED, now, reason))
+        plan = Plan(schedule, records, chain, starts=False, local_limit=local_limit)
         if plan.buffered:
             self._buffered[sid] = plan
         return plan
@@ -218,7 +237,8 @@ class Runner:
             return None
         if not chain:
             return None
-        return self._start(plan.schedule, chain, cancel_others=plan.schedule.policy.overlap is Overlap.CANCEL_OTHER)
+        cancel_beyond = plan.local_limit if plan.schedule.policy.overlap is Overlap.CANCEL_OTHER else None
+        return self._start(plan.schedule, chain, cancel_beyond=cancel_beyond)
 
     def rerun(self, schedule: Schedule, record: RunRecord) -> asyncio.Task[None]:
         """Run once more a record a dead process left in flight (``recover: true``).
@@ -226,16 +246,18 @@ class Runner:
         The same record carries on (its next attempt counts on); it holds a
         ``max_instances`` slot like any run.
         """
-        return self._start(schedule, [record], cancel_others=False)
+        return self._start(schedule, [record], cancel_beyond=None)
 
     def _has_room(self, schedule: Schedule) -> bool:
         busy = self._counts.get(schedule.id, 0) + self._reserved.get(schedule.id, 0)
         return busy < schedule.policy.max_instances
 
-    def _start(self, schedule: Schedule, chain: list[RunRecord], *, cancel_others: bool) -> asyncio.Task[None]:
+    def _start(self, schedule: Schedule, chain: list[RunRecord], *, cancel_beyond: int | None) -> asyncio.Task[None]:
+        """Start a run's task; with ``cancel_beyond`` it first cancels this node's oldest runs of the
+        schedule until at most that many go, itself included (``overlap: cancel_other``)."""
         sid = schedule.id
-        if cancel_others or len(chain) != 1 or not _is_plain(schedule, self._executors):
-            coro = self._run_chain(schedule, chain, cancel_others)
+        if cancel_beyond is not None or len(chain) != 1 or not _is_plain(schedule, self._executors):
+            coro = self._run_chain(schedule, chain, cancel_beyond)
         else:
             coro = self._run_plain(schedule, chain[0])
         if self._context is None:
@@ -267,7 +289,7 @@ class Runner:
             for record in plan.chain:
                 self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)
         else:
-            self._start(plan.schedule, plan.chain, cancel_others=False)
+            self._start(plan.schedule, plan.chain, cancel_beyond=None)
 
     def _cancel(self, sid: str, task: asyncio.Task[None], reason: str, *, overwrite: bool = False) -> None:
         """Cancel one run's task; its records end ``cancelled`` with ``reason``.
@@ -379,25 +401,25 @@ class Runner:
             self._pauses.discard(waiter)
         return not self.stop_flag.is_set()
 
-    async def _make_room(self, schedule: Schedule) -> None:
-        """overlap: cancel_other: cancel the oldest runs of the schedule until this one fits in max_instances."""
+    async def _make_room(self, schedule: Schedule, limit: int) -> None:
+        """overlap: cancel_other: cancel this node's oldest runs of the schedule until this one makes ``limit``."""
         me = _current()
         others = [t for t in self._tasks_of(schedule.id) if t is not me]
-        if len(others) < schedule.policy.max_instances:
+        if len(others) < limit:
             return
         alive = [t for t in others if t not in self._cancel_reasons]
         dying = [t for t in others if t in self._cancel_reasons]
-        victims = alive[: max(0, len(alive) + 1 - schedule.policy.max_instances)]
+        victims = alive[: max(0, len(alive) + 1 - limit)]
         for task in victims:
             self._cancel(schedule.id, task, "cancelled by a newer fire (overlap: cancel_other)", overwrite=True)
         await asyncio.wait([*victims, *dying])
 
     # -- one chain, one run --------------------------------------------------------
 
-    async def _run_chain(self, schedule: Schedule, chain: list[RunRecord], cancel_others: bool) -> None:
+    async def _run_chain(self, schedule: Schedule, chain: list[RunRecord], cancel_beyond: int | None) -> None:
         try:
-            if cancel_others:
-                await self._make_room(schedule)
+            if cancel_beyond is not None:
+                await self._make_room(schedule, cancel_beyond)
             for record in chain:
                 if self.stop_flag.is_set():
                     self._finish(record, RunState.CANCELLED, reason=_NOT_STARTED)

@@ -89,7 +89,7 @@ class Sql:
             FROM due WHERE t.id = due.id
             RETURNING {tcols},
                 (SELECT count(*) FROM {s}.runs r
-                 WHERE r.schedule_id = t.id AND r.state = 'running' AND r.node IS DISTINCT FROM $3) AS elsewhere
+                 WHERE r.schedule_id = t.id AND r.{IN_FLIGHT} AND r.node IS DISTINCT FROM $3) AS elsewhere
         """
         self.unlease = (
             f"UPDATE {s}.schedules SET acquired_by = NULL, acquired_token = NULL, acquired_until = NULL"

@@ -30,7 +30,8 @@ class Claim:
         schedule: the schedule as stored.
         next_fire_time: its due nominal fire time.
         running_elsewhere: runs of this schedule that other nodes of a shared store have
-            in flight (``running``) at claim time; they count against ``max_instances``.
+            in flight (``running``, or ``queued`` behind a run there) at claim time; they
+            count against ``max_instances``.
             Always 0 on a store used by one process.
     """
 

@@ -490,11 +490,6 @@ async def test_s13_sigterm_a_node_with_100_running_runs(
 # -- S14 (cluster part) --------------------------------------------------------------------------
 
 S14_SECONDS, S14_HOLD = 60, 3.5
-LOCAL_ONLY = pytest.mark.xfail(
-    reason="finding (S14, 2026-11-27): buffer_one and cancel_other only see this node's runs, so"
-    " another node starts the schedule while one runs elsewhere; see RELIABILITY-RESULTS.md",
-    strict=True,
-)
 
 
 def peak(spans: list[tuple[datetime, datetime]]) -> int:
@@ -507,9 +502,7 @@ def peak(spans: list[tuple[datetime, datetime]]) -> int:
     return most
 
 
-@pytest.mark.parametrize(
-    "overlap", ["skip", pytest.param("buffer_one", marks=LOCAL_ONLY), pytest.param("cancel_other", marks=LOCAL_ONLY)]
-)
+@pytest.mark.parametrize("overlap", ["skip", "buffer_one", "cancel_other"])
 async def test_s14_max_instances_1_across_3_nodes(cluster: Cluster, figure: FigureRecorder, overlap: str) -> None:
     """A 1 s schedule whose run takes 3.5 s, for 60 s, on 3 nodes: never two runs at once cluster-wide."""
     nodes = [await cluster.start(f"node{i}", max_sleep=POLL) for i in range(3)]
