@@ -1,4 +1,5 @@
-"""Fixtures of the cluster suite: ``pg_url`` (the shared server), ``faketime``, and ``figure``.
+"""Fixtures of the cluster suite: ``pg_url`` (the shared server), ``server`` (a throwaway one),
+``faketime``, and ``figure``.
 
 ``figure("S9", "duplicates", 0, "0")`` notes a measured figure; the figures are printed in a
 "cluster figures" section at the end of the run and appended as JSON lines to
@@ -11,19 +12,37 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
 from .._pg import pg_url
 from ..reliability.conftest import faketime
+from ._pgctl import ThrowawayServer, problem
 
 __all__ = ["faketime", "figure", "pg_url"]
 
 _FIGURES: list[dict[str, Any]] = []
 
 FigureRecorder = Callable[..., None]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ThrowawayServer]:
+    """A throwaway PostgreSQL server (initdb on a spare port) for tests that stop or restart it."""
+    reason = problem()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a throwaway PostgreSQL server: {reason}")
+        pytest.skip(reason)
+    made = ThrowawayServer()
+    try:
+        await made.init()
+        await made.start()
+        yield made
+    finally:
+        await made.destroy()
 
 
 @pytest.fixture

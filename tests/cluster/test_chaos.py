@@ -35,7 +35,7 @@ from ._chaos import (
     wait_settled,
 )
 from ._harness import Cluster, Node, split_url, until
-from ._pgctl import ThrowawayServer, problem
+from ._pgctl import ThrowawayServer
 from .conftest import FigureRecorder
 from .test_cluster import test_a_second_process_with_the_same_node_id_is_refused
 
@@ -263,22 +263,6 @@ async def test_s09_one_node_30s_ahead(cluster: Cluster, figure: FigureRecorder, 
 # -- S10 ---------------------------------------------------------------------------------------
 
 OUTAGE = float(os.environ.get("AIOSCHED_CHAOS_OUTAGE", "60"))
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ThrowawayServer]:
-    reason = problem()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs a throwaway PostgreSQL server: {reason}")
-        pytest.skip(reason)
-    made = ThrowawayServer()
-    try:
-        await made.init()
-        await made.start()
-        yield made
-    finally:
-        await made.destroy()
 
 
 async def test_s10_postgres_stopped_for_60s_under_load(

@@ -7,35 +7,17 @@ the machine's shared server), stopped for a few seconds mid-run and started agai
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from ._harness import Cluster, Node, until
-from ._pgctl import ThrowawayServer, problem
+from ._pgctl import ThrowawayServer
 from .test_cluster import HEARTBEAT, LEASE, add_load, in_flight
 
 pytestmark = pytest.mark.postgres
 
 DOWN = 4.0  # seconds the server stays stopped
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ThrowawayServer]:
-    reason = problem()
-    if reason is not None:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI needs a throwaway PostgreSQL server: {reason}")
-        pytest.skip(reason)
-    made = ThrowawayServer()
-    try:
-        await made.init()
-        await made.start()
-        yield made
-    finally:
-        await made.destroy()
 
 
 async def health(node: Node) -> tuple[bool, bool]:
